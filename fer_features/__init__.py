@@ -1,0 +1,31 @@
+"""fer_features: facial expression recognition with frozen CNN features and honest evaluation.
+
+Public API (imported lazily, so ``import fer_features`` does not load TensorFlow)::
+
+    from fer_features import FeatureExtractor, extract_dataset, load_cache, load_dataset, create_backbone
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "FeatureExtractor": ("extract", "FeatureExtractor"),
+    "extract_dataset": ("extract", "extract_dataset"),
+    "load_cache": ("cache", "load_cache"),
+    "FeatureCache": ("cache", "FeatureCache"),
+    "load_dataset": ("datasets", "load_dataset"),
+    "create_backbone": ("backbones", "create"),
+    "list_backbones": ("backbones", "list_backbones"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+    raise AttributeError(f"module 'fer_features' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -1,0 +1,292 @@
+"""Frozen-CNN feature extraction: a scikit-learn transformer and a whole-dataset extractor to the HDF5 cache."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from . import backbones as bb
+from .cache import CacheWriter, cache_filename, cache_key, load_cache, is_complete, package_versions
+from .preprocess import FACE_CROP_METHODS, INTENSITY_METHODS, PreprocessConfig, Preprocessor
+
+DEFAULT_CACHE_DIR = "cache"
+
+
+def default_cache_dir() -> Path:
+    """``$FER_FEATURES_CACHE`` or ``./cache``."""
+    return Path(os.environ.get("FER_FEATURES_CACHE", DEFAULT_CACHE_DIR))
+
+
+def _weights_id(weights: str) -> str:
+    """Cache-key identity of a weights spec: 'imagenet', 'random' or file name + size + mtime."""
+    w = bb.normalize_weights(weights)
+    if w in ("imagenet", "random"):
+        return w
+    st = os.stat(w)
+    return f"file:{Path(w).name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """Embed face images with a frozen pretrained CNN.
+
+    ``X`` is an array ``(N, H, W)`` / ``(N, H, W, C)`` of uint8 images or a sequence of such images of
+    any size; ``transform`` preprocesses each (face crop, intensity equalisation, grey to RGB, resize)
+    and returns float32 features ``(N, D)``. ``fit`` only builds the network (nothing is learned).
+    """
+
+    def __init__(self, backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
+                 image_size: int | None = None, pooling: str = "avg", layer: str | None = None,
+                 preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
+                 align: bool = False, batch_size: int = 32):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.pooling = pooling
+        self.layer = layer
+        self.preprocess = preprocess
+        self.face_crop = face_crop
+        self.face_margin = face_margin
+        self.align = align
+        self.batch_size = batch_size
+
+    # -- configuration ---------------------------------------------------------------------------
+    def _validate(self) -> bb.BackboneConfig:
+        cfg = bb.get_config(self.backbone)
+        bb.parse_pooling(self.pooling)
+        if self.preprocess not in INTENSITY_METHODS:
+            raise ValueError(f"unknown preprocess {self.preprocess!r}; use one of {', '.join(INTENSITY_METHODS)}")
+        if self.face_crop not in FACE_CROP_METHODS:
+            raise ValueError(f"unknown face_crop {self.face_crop!r}; use one of {', '.join(FACE_CROP_METHODS)}")
+        if int(self.batch_size) < 1:
+            raise ValueError("batch_size must be >= 1")
+        return cfg
+
+    def resolved_image_size(self) -> int:
+        return int(self.image_size or bb.get_config(self.backbone).default_size)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes the features (what the cache key hashes)."""
+        cfg = self._validate()
+        return {
+            "backbone": self.backbone,
+            "weights": _weights_id(self.weights),
+            "image_size": self.resolved_image_size(),
+            "pooling": self.pooling,
+            "layer": self.layer or "",
+            "input_preprocessing": cfg.preprocess,
+            "preprocess": self.preprocess,
+            "face_crop": self.face_crop,
+            "face_margin": float(self.face_margin) if self.face_crop != "none" else 0.0,
+            "align": bool(self.align) if self.face_crop != "none" else False,
+        }
+
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(PreprocessConfig(
+            image_size=self.resolved_image_size(), face_crop=self.face_crop,
+            face_margin=float(self.face_margin), align=bool(self.align), intensity=self.preprocess))
+
+    # -- scikit-learn API ------------------------------------------------------------------------
+    def fit(self, X=None, y=None):
+        """Build the frozen network; returns self."""
+        self._validate()
+        if self.weights in (None, "random", "none"):
+            import keras
+
+            keras.utils.set_random_seed(0)  # random weights: reproducible, so the cache key stays honest
+        self.model_ = bb.create(self.backbone, include_top=False, weights=self.weights,
+                                input_size=self.resolved_image_size(), pooling=self.pooling, layer=self.layer)
+        self.preprocessor_ = self.preprocessor()
+        self.n_features_out_ = int(self.model_.output.shape[-1])
+        self.settings_ = self.settings()
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            self.fit()
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[bool | None]]:
+        """Preprocess images into one ``(N, S, S, 3)`` uint8 batch; also returns face-found flags."""
+        self._check_fitted()
+        out = [self.preprocessor_(np.asarray(img)) for img in images]
+        size = self.resolved_image_size()
+        batch = np.stack([o[0] for o in out]) if out else np.zeros((0, size, size, 3), np.uint8)
+        return batch, [o[1] for o in out]
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Run the network on ready ``(N, S, S, 3)`` RGB 0-255 tensors; returns float32 ``(N, D)``."""
+        self._check_fitted()
+        if len(batch) == 0:
+            return np.zeros((0, self.n_features_out_), np.float32)
+        bs = int(self.batch_size)
+        outs = [np.asarray(self.model_.predict_on_batch(batch[i:i + bs].astype(np.float32)))
+                for i in range(0, len(batch), bs)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def transform(self, X) -> np.ndarray:
+        batch, _ = self.prepare(list(X))
+        return self.embed(batch)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        self._check_fitted()
+        return np.array([f"{self.backbone}_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("model_", None)  # Keras models are rebuilt on demand, not pickled
+        state.pop("preprocessor_", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "n_features_out_" in state:
+            self.fit()
+
+
+def dataset_cache_path(dataset, extractor: FeatureExtractor, cache_dir: str | Path | None = None) -> tuple[Path, str, dict]:
+    """(cache file path, key, settings) for ``dataset`` embedded by ``extractor``; loads no model."""
+    settings = {**extractor.settings(), "dataset_format": dataset.format,
+                "dataset_root": str(Path(dataset.root).resolve())}
+    opts = getattr(dataset, "options", None)
+    if opts:
+        settings["dataset_options"] = opts
+    key = cache_key(settings, dataset.fingerprint())
+    name = Path(dataset.root).name.replace(".csv.gz", "").replace(".csv", "") or "dataset"
+    return Path(cache_dir or default_cache_dir()) / cache_filename(name, settings, key), key, settings
+
+
+class ExtractionError(RuntimeError):
+    """Extraction stopped (strict mode on a bad image, or nothing readable)."""
+
+
+def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None = None,
+                    backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
+                    image_size: int | None = None, pooling: str = "avg", layer: str | None = None,
+                    preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
+                    align: bool = False, batch_size: int = 32, frontal_only: bool = False,
+                    strict: bool = False, progress: bool = True, workers: int = 2,
+                    log=None) -> Path:
+    """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
+
+    An identical earlier run is a cache hit (no model is loaded); an interrupted one is resumed.
+    Unreadable images are skipped and listed in the cache, or stop the run when ``strict``.
+    """
+    from .datasets import Dataset, ImageReadError, load_dataset
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    ds = data if isinstance(data, Dataset) else load_dataset(data, format, frontal_only=frontal_only)
+    ext = FeatureExtractor(backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
+                           layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,
+                           align=align, batch_size=batch_size)
+    path, key, settings = dataset_cache_path(ds, ext, cache_dir)
+    if is_complete(path):
+        log(f"cache hit: {path}")
+        return path
+
+    t0 = time.perf_counter()
+    ext.fit()
+    label_names = list(ds.label_names)
+    label_index = {n: i for i, n in enumerate(label_names)}
+    attrs = {
+        "settings_json": json.dumps(settings, sort_keys=True),
+        "versions_json": json.dumps(package_versions(), sort_keys=True),
+        "dataset_fingerprint": ds.fingerprint(),
+        "n_records": len(ds),
+        **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
+    }
+    writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs)
+    start = writer.open()
+    if start:
+        log(f"resuming {writer.part_path} at record {start} of {len(ds)}")
+    prep = ext.preprocessor_
+    n = len(ds)
+    bs = int(batch_size)
+
+    def load_one(i: int):
+        try:
+            img, found = prep(ds.load_image(i))
+            return i, img, found, None
+        except ImageReadError as exc:
+            return i, None, None, str(exc)
+        except Exception as exc:  # a decoder or preprocessing failure on one file
+            return i, None, None, f"{ds.records[i].path}: {type(exc).__name__}: {exc}"
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, initial=start, unit="img", desc=f"extract {ext.backbone}", file=sys.stderr,
+                   dynamic_ncols=True, mininterval=0.5)
+    n_done_rows = 0
+    ok = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending: deque = deque()
+            next_start = start
+
+            def submit_next():
+                nonlocal next_start
+                if next_start < n:
+                    idx = range(next_start, min(n, next_start + bs))
+                    pending.append((idx, [pool.submit(load_one, i) for i in idx]))
+                    next_start = idx[-1] + 1
+
+            for _ in range(3):  # prefetch: decode/preprocess run ahead of the network
+                submit_next()
+            while pending:
+                idx, futs = pending.popleft()
+                submit_next()
+                results = [f.result() for f in futs]
+                bad = [(ds.records[i].path, err) for i, _, _, err in results if err]
+                if bad and strict:
+                    raise ExtractionError(f"unreadable image: {bad[0][1]}")
+                for p, err in bad:
+                    log(f"skipped: {err}")
+                good = [(i, img, found) for i, img, found, err in results if not err]
+                feats = ext.embed(np.stack([g[1] for g in good])) if good else np.zeros((0, ext.n_features_out_))
+                recs = [ds.records[g[0]] for g in good]
+                writer.append(
+                    feats, [label_index[r.label] for r in recs], [r.subject for r in recs],
+                    [r.split for r in recs], [r.path for r in recs], [r.raw_label for r in recs],
+                    [-1 if g[2] is None else int(bool(g[2])) for g in good],
+                    n_processed=idx[-1] + 1, skipped=bad)
+                n_done_rows += len(good)
+                if bar is not None:
+                    bar.update(len(idx))
+        f_rows = int(writer.f.attrs["n_rows"])
+        if f_rows == 0:
+            raise ExtractionError(f"{ds.root}: no readable image among {n}")
+        elapsed = time.perf_counter() - t0
+        n_skipped = int(writer.f.attrs["n_skipped"])
+        n_no_face = int(writer.f.attrs["n_no_face"])
+        final = writer.finish({"extract_seconds": elapsed, "images_per_second_last_run":
+                               (n_done_rows / elapsed) if elapsed > 0 else 0.0})
+        ok = True
+        if n_skipped:
+            log(f"{n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
+        if face_crop != "none":
+            log(f"no face found in {n_no_face} of {f_rows} image(s): whole image kept")
+        log(f"extracted {n_done_rows} images in {elapsed:.1f} s ({n_done_rows / max(elapsed, 1e-9):.1f} img/s)")
+        return final
+    except KeyboardInterrupt:
+        writer.close()  # keep the part file: the next identical run resumes it
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if not ok and writer.f is not None:
+            if strict:
+                writer.discard()
+            else:
+                writer.close()
+
+
+__all__ = ["FeatureExtractor", "extract_dataset", "load_cache", "dataset_cache_path", "default_cache_dir",
+           "ExtractionError"]

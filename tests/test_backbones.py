@@ -1,0 +1,145 @@
+"""The backbone registry: every entry builds with the advertised feature size; the offline default
+carries real ImageNet weights; preprocessing modes match keras.applications."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_features import backbones as bb
+
+
+@pytest.mark.parametrize("name", list(bb.REGISTRY))
+def test_registry_entry_builds_with_its_feature_dim(name):
+    cfg = bb.get_config(name)
+    size = max(cfg.min_size, 32)
+    model = bb.create(name, weights=None, input_size=size)
+    assert model.input.shape[1:] == (size, size, 3)
+    assert model.output.shape[-1] == cfg.feature_dim
+    x = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32)
+    out = np.asarray(model.predict_on_batch(x))
+    assert out.shape == (2, cfg.feature_dim) and np.isfinite(out).all()
+
+
+def _imagenet_top5(model, image):
+    import cv2
+
+    x = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32)[None]
+    p = np.asarray(model.predict_on_batch(x))[0]
+    assert abs(p.sum() - 1) < 1e-3
+    return set(np.argsort(p)[::-1][:5].tolist()), int(np.argmax(p))
+
+
+def test_efficientnet_lite0_imagenet_weights_offline():
+    import skimage.data
+
+    model = bb.create("efficientnet_lite0", include_top=True)
+    top5, best = _imagenet_top5(model, skimage.data.chelsea())
+    assert top5 & {281, 282, 283, 284, 285}, top5
+    assert 281 <= best <= 285  # a cat class first, not just in the top 5
+    top5, best = _imagenet_top5(model, skimage.data.coffee())
+    assert top5 & {967, 968, 504}, top5
+    assert best in (967, 968, 504)
+
+
+def test_lite0_features_match_top_model_trunk():
+    """The feature model (no top, avg pooling) is the trunk of the ImageNet classifier: applying the
+    classifier's dense layer to the features reproduces its probabilities."""
+    top = bb.create("efficientnet_lite0", include_top=True)
+    feats = bb.create("efficientnet_lite0", include_top=False, pooling="avg")
+    x = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3)).astype(np.float32)
+    f = np.asarray(feats.predict_on_batch(x))
+    dense = [layer for layer in top.layers[-1].layers if layer.name == "predictions"][0]
+    w, b = dense.get_weights()
+    logits = f @ w + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(p, np.asarray(top.predict_on_batch(x)), atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch"])
+def test_input_normalization_matches_keras_preprocess_input(mode):
+    from keras.applications.imagenet_utils import preprocess_input
+
+    from fer_features._layers import InputNormalization
+
+    x = np.random.default_rng(2).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
+    ours = np.asarray(InputNormalization(mode)(x))
+    ref = preprocess_input(x.copy(), mode=mode)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_grid_pooling_matches_numpy_adaptive_average():
+    from fer_features._layers import SpatialPooling
+
+    x = np.random.default_rng(3).normal(size=(2, 7, 7, 4)).astype(np.float32)
+    out = np.asarray(SpatialPooling("grid", 2)(x))
+    # adaptive bounds for 7 -> 2 cells: [0, 4) and [3, 7)
+    ref = [x[:, r0:r1, c0:c1].mean((1, 2)) for r0, r1 in ((0, 4), (3, 7)) for c0, c1 in ((0, 4), (3, 7))]
+    np.testing.assert_allclose(out, np.concatenate(ref, -1), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(SpatialPooling("max")(x)), x.max((1, 2)))
+
+
+def test_pooling_and_layer_options():
+    m = bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="grid2", layer="block4c_add")
+    assert m.output.shape[-1] == 80 * 4
+    m = bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="max")
+    assert m.output.shape[-1] == 1280
+    with pytest.raises(bb.BackboneError, match="no layer"):
+        bb.create("efficientnet_lite0", weights=None, input_size=64, layer="nope")
+    with pytest.raises(bb.BackboneError, match="pooling"):
+        bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="median")
+    with pytest.raises(bb.BackboneError, match="unknown backbone"):
+        bb.get_config("resnet9000")
+    with pytest.raises(bb.BackboneError, match="not found"):
+        bb.create("efficientnet_lite0", weights="/no/such/file.h5")
+
+
+def test_tappable_layers_lists_mid_level_maps():
+    layers = dict(bb.tappable_layers("efficientnet_lite0"))
+    assert layers["block4c_add"] == (14, 14, 80)
+    assert layers["top_activation"] == (7, 7, 1280)
+
+
+def test_failed_imagenet_download_names_the_file(monkeypatch):
+    """Offline, Keras' download fails: the error names the file it wanted and how to pass it."""
+    from keras.src.utils import file_utils
+
+    def offline(fname, origin=None, **kw):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(bb.BackboneError) as err:
+        bb.create("vgg16", weights="imagenet", input_size=32)
+    msg = str(err.value)
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in msg and "--weights" in msg
+
+
+def test_keras_weights_from_a_local_file(tmp_path):
+    """A weights file given by path is loaded (the way users pass Keras' ImageNet .h5 offline)."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    m1 = bb.create("mobilenet_v2", weights=None, input_size=32)
+    inner = [layer for layer in m1.layers if isinstance(layer, keras.Model)][0]
+    path = tmp_path / "mnv2.weights.h5"
+    inner.save_weights(path)
+    keras.utils.set_random_seed(6)
+    m2 = bb.create("mobilenet_v2", weights=str(path), input_size=32)
+    x = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m1.predict_on_batch(x)), np.asarray(m2.predict_on_batch(x)), atol=1e-5)
+
+
+def test_legacy_torch_reader_rejects_foreign_files(tmp_path):
+    import pickle
+
+    from fer_features._torch_legacy import load_legacy_state_dict
+
+    bad = tmp_path / "x.pth"
+    bad.write_bytes(pickle.dumps(12345))
+    with pytest.raises(ValueError, match="not a legacy torch file"):
+        load_legacy_state_dict(bad)
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C) + pickle.dumps(1001) + pickle.dumps({})
+                     + pickle.dumps(__import__("os").system))  # a global other than tensors: refused
+    with pytest.raises(pickle.UnpicklingError):
+        load_legacy_state_dict(evil)

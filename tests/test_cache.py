@@ -1,0 +1,96 @@
+"""The HDF5 cache: chunked writes, resume, and no way to mistake a partial file for a complete one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_features.cache import CacheError, CacheWriter, cache_filename, cache_key, is_complete, load_cache
+
+
+def _chunk(writer, start, n, dim=4, skipped=()):
+    rows = np.arange(start, start + n, dtype=np.float32)[:, None] * np.ones((1, dim), np.float32)
+    writer.append(rows, [i % 2 for i in range(start, start + n)], [f"S{i % 3}" for i in range(start, start + n)],
+                  ["train"] * n, [f"p{i}" for i in range(start, start + n)], ["AN"] * n, [-1] * n,
+                  n_processed=start + n, skipped=skipped)
+
+
+def test_key_depends_on_every_setting_and_the_data():
+    s = {"backbone": "b", "image_size": 224, "pooling": "avg"}
+    k = cache_key(s, "fp")
+    assert k == cache_key(dict(s), "fp")
+    assert k != cache_key({**s, "pooling": "max"}, "fp")
+    assert k != cache_key(s, "fp2")
+    assert cache_filename("jaffe", s, k).endswith(f"{k[:12]}.h5")
+
+
+def test_write_finish_load(tmp_path):
+    final = tmp_path / "c.h5"
+    w = CacheWriter(final, "k1", 4, ["happy", "sad"], {"backbone": "b"})
+    assert w.open() == 0
+    _chunk(w, 0, 5)
+    assert not is_complete(final) and not final.exists()
+    _chunk(w, 5, 3, skipped=[("bad.png", "bad.png: truncated")])
+    w.finish()
+    assert is_complete(final) and not w.part_path.exists()
+    c = load_cache(final)
+    assert c.features.shape == (8, 4) and c.features.dtype == np.float32
+    np.testing.assert_array_equal(c.features[:, 0], np.arange(8))
+    assert c.label_names == ["happy", "sad"] and list(c.paths[:2]) == ["p0", "p1"]
+    assert c.skipped == ["bad.png"] and c.attrs["n_skipped"] == 1 and c.attrs["backbone"] == "b"
+    assert c.has_subjects and c.has_split
+
+
+def test_resume_continues_after_interruption(tmp_path):
+    final = tmp_path / "c.h5"
+    w = CacheWriter(final, "k1", 4, ["happy", "sad"], {})
+    w.open()
+    _chunk(w, 0, 4)
+    w.close()  # interrupted
+    with pytest.raises(CacheError):
+        load_cache(final)
+    with pytest.raises(CacheError):
+        load_cache(w.part_path)  # the part file is never accepted
+    w2 = CacheWriter(final, "k1", 4, ["happy", "sad"], {})
+    assert w2.open() == 4
+    _chunk(w2, 4, 4)
+    w2.finish()
+    np.testing.assert_array_equal(load_cache(final).features[:, 0], np.arange(8))
+
+
+def test_rows_written_after_the_last_counter_update_are_dropped_on_resume(tmp_path):
+    final = tmp_path / "c.h5"
+    w = CacheWriter(final, "k", 4, ["a"], {})
+    w.open()
+    _chunk(w, 0, 4)
+    # simulate a crash between writing data and updating the counters
+    w.f["features"].resize((6, 4))
+    w.f.attrs["n_rows"] = 4
+    w.close()
+    w2 = CacheWriter(final, "k", 4, ["a"], {})
+    assert w2.open() == 4
+    assert w2.f["features"].shape == (4, 4)
+    w2.discard()
+    assert not w2.part_path.exists()
+
+
+def test_part_file_with_another_key_or_corrupt_is_restarted(tmp_path):
+    final = tmp_path / "c.h5"
+    w = CacheWriter(final, "k1", 4, ["a"], {})
+    w.open()
+    _chunk(w, 0, 4)
+    w.close()
+    assert CacheWriter(final, "other", 4, ["a"], {}).open() == 0
+    part = final.with_name(final.name + ".part")
+    part.write_bytes(b"garbage")
+    w3 = CacheWriter(final, "k1", 4, ["a"], {})
+    assert w3.open() == 0
+    w3.discard()
+
+
+def test_foreign_or_missing_files_are_rejected(tmp_path):
+    with pytest.raises(CacheError, match="no such"):
+        load_cache(tmp_path / "none.h5")
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(CacheError, match="not a complete"):
+        load_cache(junk)

@@ -1,0 +1,130 @@
+"""FeatureExtractor as a scikit-learn transformer, and whole-dataset extraction to the cache."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from fer_features import backbones as bb
+from fer_features.cache import load_cache
+from fer_features.extract import ExtractionError, FeatureExtractor, extract_dataset
+
+SMALL = dict(image_size=48, progress=False)
+
+
+def _images(n=6, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size + i, size)).astype(np.uint8) for i in range(n)]
+
+
+def test_transformer_is_a_scikit_learn_estimator():
+    fx = FeatureExtractor(image_size=48)
+    assert "model_" not in vars(fx)  # constructor stores arguments only
+    assert clone(fx).get_params() == fx.get_params()
+    assert fx.fit() is fx
+    imgs = _images()
+    f1 = fx.transform(imgs)
+    assert f1.shape == (6, 1280) and f1.dtype == np.float32
+    np.testing.assert_allclose(fx.transform(imgs[::-1])[::-1], f1, atol=1e-4)  # per-image, order-independent
+    # images of different sizes, grey, RGB or RGBA are all accepted
+    rgba = np.dstack([imgs[0][:40]] * 3 + [np.full((40, 40), 255, np.uint8)])
+    assert fx.transform([rgba, imgs[0][:40]]).shape == (2, 1280)
+    np.testing.assert_allclose(fx.transform([rgba])[0], fx.transform([imgs[0][:40]])[0], atol=1e-4)
+    # pickles without the Keras model, rebuilds it on load
+    fx2 = pickle.loads(pickle.dumps(fx))
+    np.testing.assert_allclose(fx2.transform(imgs[:2]), f1[:2], atol=1e-5)
+    assert fx.get_feature_names_out().shape == (1280,)
+
+
+def test_transformer_in_a_pipeline_learns():
+    """Two visibly different classes (bright disc vs dark bar) are separated by frozen features."""
+    rng = np.random.default_rng(0)
+    X, y = [], []
+    for i in range(16):
+        img = rng.integers(0, 60, (48, 48)).astype(np.uint8)
+        if i % 2:
+            yy, xx = np.mgrid[:48, :48]
+            img[(yy - 24) ** 2 + (xx - 24) ** 2 < 150] = 230
+        else:
+            img[20:28, 4:44] = 230
+        X.append(img)
+        y.append(i % 2)
+    pipe = make_pipeline(FeatureExtractor(image_size=64), LogisticRegression(max_iter=2000))
+    pipe.fit(X[:12], y[:12])
+    assert (pipe.predict(X[12:]) == np.array(y[12:])).all()
+
+
+def test_invalid_options_are_rejected():
+    with pytest.raises(ValueError, match="preprocess"):
+        FeatureExtractor(preprocess="sharpen").fit()
+    with pytest.raises(ValueError, match="face_crop"):
+        FeatureExtractor(face_crop="dlib").fit()
+    with pytest.raises(bb.BackboneError):
+        FeatureExtractor(backbone="nope").fit()
+
+
+def test_extract_folder_dataset_hit_and_skipped(tiny_folder, tmp_path, monkeypatch):
+    (tiny_folder / "sad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    cache_dir = tmp_path / "cache"
+    path = extract_dataset(tiny_folder, cache_dir=cache_dir, **SMALL)
+    c = load_cache(path)
+    assert c.features.shape == (10, 1280)
+    assert sorted(c.label_names) == ["happy", "sad"]
+    assert c.attrs["n_skipped"] == 1 and c.skipped[0].endswith("broken.png")
+    assert c.settings["backbone"] == "efficientnet_lite0" and c.settings["image_size"] == 48
+    assert c.attrs["input_preprocessing"] == "lite"
+    # identical re-run: cache hit, no model built
+    monkeypatch.setattr(bb, "create", lambda *a, **k: pytest.fail("model loaded on a cache hit"))
+    assert extract_dataset(tiny_folder, cache_dir=cache_dir, **SMALL) == path
+    # a changed setting is a different cache
+    monkeypatch.undo()
+    other = extract_dataset(tiny_folder, cache_dir=cache_dir, preprocess="bbhe", **SMALL)
+    assert other != path
+    assert not np.allclose(load_cache(other).features, c.features)
+
+
+def test_changed_data_is_a_cache_miss(tiny_folder, tmp_path):
+    cache_dir = tmp_path / "cache"
+    p1 = extract_dataset(tiny_folder, cache_dir=cache_dir, **SMALL)
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tiny_folder / "happy" / "new.png")
+    p2 = extract_dataset(tiny_folder, cache_dir=cache_dir, **SMALL)
+    assert p1 != p2 and len(load_cache(p2)) == len(load_cache(p1)) + 1
+
+
+def test_strict_stops_and_leaves_nothing(tiny_folder, tmp_path):
+    (tiny_folder / "happy" / "zz_bad.png").write_text("not an image")
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(ExtractionError, match="zz_bad.png"):
+        extract_dataset(tiny_folder, cache_dir=cache_dir, strict=True, batch_size=4, **SMALL)
+    assert not any(cache_dir.glob("*.h5*"))
+
+
+def test_interrupted_extraction_resumes(tiny_folder, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    clean = load_cache(extract_dataset(tiny_folder, cache_dir=tmp_path / "clean", batch_size=4, **SMALL))
+
+    calls = {"n": 0}
+    real_embed = FeatureExtractor.embed
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_embed(self, batch)
+
+    monkeypatch.setattr(FeatureExtractor, "embed", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        extract_dataset(tiny_folder, cache_dir=cache_dir, batch_size=4, **SMALL)
+    parts = list(cache_dir.glob("*.part"))
+    assert len(parts) == 1 and not list(cache_dir.glob("*.h5"))
+    monkeypatch.undo()
+    path = extract_dataset(tiny_folder, cache_dir=cache_dir, batch_size=4, **SMALL)
+    c = load_cache(path)
+    assert list(c.paths) == list(clean.paths)
+    np.testing.assert_allclose(c.features, clean.features, atol=1e-5)
+    assert not list(cache_dir.glob("*.part"))
