@@ -190,8 +190,10 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         log(f"cache hit: {path}")
         return path
 
-    t0 = time.perf_counter()
+    t_build = time.perf_counter()
     ext.fit()
+    t_build = time.perf_counter() - t_build
+    t0 = time.perf_counter()
     label_names = list(ds.label_names)
     label_index = {n: i for i, n in enumerate(label_names)}
     attrs = {
@@ -266,14 +268,18 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         elapsed = time.perf_counter() - t0
         n_skipped = int(writer.f.attrs["n_skipped"])
         n_no_face = int(writer.f.attrs["n_no_face"])
-        final = writer.finish({"extract_seconds": elapsed, "images_per_second_last_run":
-                               (n_done_rows / elapsed) if elapsed > 0 else 0.0})
+        rate = (n_done_rows / elapsed) if elapsed > 0 else 0.0
+        final = writer.finish({"extract_seconds": elapsed, "model_build_seconds": t_build,
+                               "images_per_second": rate})
         ok = True
+        if bar is not None:
+            bar.close()
+            bar = None
         if n_skipped:
             log(f"{n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
         if face_crop != "none":
             log(f"no face found in {n_no_face} of {f_rows} image(s): whole image kept")
-        log(f"extracted {n_done_rows} images in {elapsed:.1f} s ({n_done_rows / max(elapsed, 1e-9):.1f} img/s)")
+        log(f"extracted {n_done_rows} images in {elapsed:.1f} s ({rate:.1f} img/s; model built in {t_build:.1f} s)")
         return final
     except KeyboardInterrupt:
         writer.close()  # keep the part file: the next identical run resumes it
@@ -282,10 +288,10 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         if bar is not None:
             bar.close()
         if not ok and writer.f is not None:
-            if strict:
-                writer.discard()
+            if isinstance(sys.exc_info()[1], ExtractionError):
+                writer.discard()  # strict stop or nothing readable: leave nothing behind
             else:
-                writer.close()
+                writer.close()  # unexpected failure: keep the part file so a re-run resumes
 
 
 __all__ = ["FeatureExtractor", "extract_dataset", "load_cache", "dataset_cache_path", "default_cache_dir",
