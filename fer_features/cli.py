@@ -144,6 +144,238 @@ def _cmd_info(a) -> int:
     return 0
 
 
+def _add_eval_options(p, default_clf: str) -> None:
+    from .classifiers import DEFAULT_ENGINE, ENGINES
+    from .evaluation import PROTOCOLS
+
+    p.add_argument("--cache", required=True, help="feature cache (.h5) written by extract")
+    p.add_argument("--clf", default=default_clf, help="classifier preset(s); see: python -m fer_features classifiers")
+    p.add_argument("--protocol", default="auto", choices=PROTOCOLS,
+                   help="auto = group-kfold with subject ids, else official with a split, else kfold")
+    p.add_argument("--folds", type=int, default=10, help="folds for kfold / group-kfold")
+    p.add_argument("--test-size", type=float, default=0.1, help="holdout test fraction")
+    p.add_argument("--test-split", default=None, help="official: the test split (default PrivateTest / test)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
+                   help="sklearnex (Intel extension: SVM, KNN, logistic regression) or stock sklearn")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a classifier parameter, e.g. --set C=10 --set gamma=0.001")
+    p.add_argument("--pca", type=float, default=None,
+                   help="PCA after standardising: variance fraction (0-1) or number of components")
+    p.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (default: up to 2)")
+    p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
+
+
+def _pca_arg(v):
+    if v is None:
+        return None
+    return int(v) if v >= 1 else float(v)
+
+
+def _print_result(r: dict) -> None:
+    from .reports import protocol_header, text_table
+
+    print(protocol_header([r]))
+    for w in r.get("warnings", []):
+        print(w)
+    print()
+    print(text_table([r]))
+    print("\nper-class accuracy:")
+    for lab, acc in r["per_class_accuracy"].items():
+        print(f"  {lab:<10} {'-' if acc is None else f'{100 * acc:5.1f} %'}")
+    print("\nconfusion matrix (rows: true, columns: predicted; summed over folds):")
+    labels = r["labels"]
+    w = max(6, max(len(x) for x in labels))
+    print(" " * (w + 1) + " ".join(f"{x[:w]:>{w}}" for x in labels))
+    for lab, row in zip(labels, r["confusion_matrix"]):
+        print(f"{lab:<{w}} " + " ".join(f"{v:>{w}}" for v in row))
+
+
+def _add_classify(sub) -> None:
+    p = sub.add_parser(
+        "classify", formatter_class=_Fmt, help="train and evaluate one classifier on a feature cache",
+        description=("Evaluate a classifier preset on a feature cache with an explicit protocol, printing "
+                     "accuracy, macro-F1, per-class accuracy, the confusion matrix and fit/predict times.\n"
+                     "--save trains on all data (or the training split) and writes a skops model for predict."),
+        epilog=("examples:\n"
+                "  python -m fer_features classify --cache cache/jaffe__...h5 --clf cubic_svm --protocol loso --json\n"
+                "  python -m fer_features classify --cache cache/fer2013__...h5 --clf linear_svm --protocol official\n"
+                "  python -m fer_features classify --cache C.h5 --clf cubic_svm --set C=10 --save model.skops"))
+    _add_eval_options(p, "cubic_svm")
+    p.add_argument("--save", default=None, metavar="MODEL.skops", help="save the trained model (skops format)")
+    p.add_argument("--report-dir", default=None, help="also write the report files (markdown, CSV, JSON, PNG)")
+    p.set_defaults(func=_cmd_classify)
+
+
+def _cmd_classify(a) -> int:
+    import json as _json
+
+    from . import evaluation as ev
+    from .cache import load_cache
+    from .classifiers import parse_overrides
+
+    cache = load_cache(a.cache)
+    overrides = parse_overrides(a.set)
+    results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
+                        test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
+                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs)
+    r = results[0]
+    if a.save:
+        r["saved_model"] = str(_save(cache, a, overrides))
+        r["saved_model_trained_on"] = a._trained_on
+    if a.report_dir:
+        from .reports import write_report
+
+        write_report(results, a.report_dir, title=f"{a.clf} on {cache.path.name}")
+    _print_result(r)
+    if a.save:
+        print(f"\nmodel saved: {r['saved_model']} (trained on {r['saved_model_trained_on']})")
+    if a.json:
+        print(_json.dumps(r))
+    return 0
+
+
+def _save(cache, a, overrides):
+    import numpy as np
+
+    from .classifiers import make_classifier
+    from .models import extraction_settings, save_model
+
+    idx = np.arange(len(cache))
+    trained_on = "all images"
+    if cache.has_split and a.protocol in ("auto", "official") and not cache.has_subjects:
+        from .evaluation import make_splits
+
+        (tr, _te), = make_splits("official", cache.labels, None, cache.split, test_split=a.test_split)[0]
+        idx = tr
+        trained_on = "the training split"
+    # saved models use stock scikit-learn: skops stores its estimators safely (sklearnex holds native state)
+    pipe = make_classifier(a.clf, overrides, engine="sklearn", probability=True, pca=_pca_arg(a.pca))
+    pipe.fit(cache.features[idx], cache.labels[idx])
+    info = {"classifier": a.clf, "engine": "sklearn", "overrides": overrides, "trained_on": trained_on,
+            "n_train": int(len(idx)), "cache": str(cache.path)}
+    a._trained_on = trained_on
+    path = save_model(a.save, pipe, cache.label_names, extraction_settings(cache), info)
+    return path
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", formatter_class=_Fmt, help="run several classifier presets on the same folds",
+        description="Run presets on the same folds, print a table, and write markdown/CSV/JSON/PNG reports.")
+    _add_eval_options(p, "all")
+    p.add_argument("--report-dir", default=None, help="folder for report.md, results.csv/json and PNGs")
+    p.add_argument("--include", action="append", default=[], metavar="RESULTS.json",
+                   help="add results from other runs (e.g. a fine-tuned model) to the table")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(a) -> int:
+    import json as _json
+    import sys as _sys
+
+    from . import classifiers as C
+    from . import evaluation as ev
+    from .cache import load_cache
+    from .reports import protocol_header, text_table, write_report
+
+    names = list(C.PRESETS) if a.clf in ("all", "") else [n.strip() for n in a.clf.split(",") if n.strip()]
+    if a.clf == "seed":
+        names = C.SEED_CLASSIFIERS
+    cache = load_cache(a.cache)
+    done = []
+
+    def progress(r):
+        done.append(r)
+        print(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % "
+              f"(fit {r['fit_seconds']:.2f} s)", file=_sys.stderr)
+
+    results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
+                            test_split=a.test_split, seed=a.seed, engine=a.engine,
+                            overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
+                            on_result=progress)
+    for inc in a.include:
+        data = _json.loads(open(inc).read())
+        results += data if isinstance(data, list) else [data]
+    print(protocol_header(results))
+    for w in notes:
+        print(w)
+    print()
+    print(text_table(results))
+    if a.report_dir:
+        md = write_report(results, a.report_dir, title=f"Classifier comparison on {cache.path.name}")
+        print(f"\nreport: {md}")
+    if a.json:
+        print(_json.dumps(results))
+    return 0
+
+
+def _add_classifiers(sub) -> None:
+    p = sub.add_parser("classifiers", formatter_class=_Fmt, help="list the classifier presets",
+                       description="Classifier presets (MATLAB Classification Learner names) and their definitions.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_classifiers)
+
+
+def _cmd_classifiers(a) -> int:
+    import json as _json
+
+    from . import classifiers as C
+
+    rows = [C.describe(n) for n in C.PRESETS]
+    if a.json:
+        print(_json.dumps(rows, indent=1))
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        print(f"{r['name']:<{w}}  {r['description']}\n{'':<{w}}  sklearn: {params}")
+    print("\nAll presets standardise features first. Engine: sklearnex accelerates the SVMs, KNN and "
+          "logistic regression; --engine sklearn uses stock scikit-learn.")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", formatter_class=_Fmt, help="predict expressions of images with a saved model",
+                       description="Embed images with the model's extraction settings and print one row per "
+                                   "image: path, predicted label, probability per class (CSV or --json).")
+    p.add_argument("--model", required=True, help="model saved by classify --save (.skops)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--weights", default=None, help="override the backbone weights file recorded in the model")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(a) -> int:
+    import csv
+    import json as _json
+    import sys as _sys
+
+    from .models import expand_inputs, load_model, predict_images
+
+    bundle = load_model(a.model)
+    paths = expand_inputs(a.inputs)
+    if not paths:
+        raise ValueError("no images given")
+    rows = predict_images(bundle, paths, batch_size=a.batch_size, weights=a.weights)
+    labels = bundle["label_names"]
+    if a.json:
+        for r in rows:
+            print(_json.dumps(r))
+    else:
+        w = csv.writer(_sys.stdout, lineterminator="\n")
+        w.writerow(["path", "label", *[f"p_{lab}" for lab in labels], "error"])
+        for r in rows:
+            probs = r.get("probabilities") or {}
+            w.writerow([r["path"], r["label"] or "", *[f"{probs[lab]:.4f}" if lab in probs else "" for lab in labels],
+                        r["error"]])
+    n_err = sum(1 for r in rows if r["error"])
+    if n_err:
+        print(f"{n_err} of {len(rows)} image(s) could not be read", file=_sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fer_features", formatter_class=_Fmt,
@@ -153,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_backbones(sub)
     _add_info(sub)
+    _add_classify(sub)
+    _add_compare(sub)
+    _add_classifiers(sub)
+    _add_predict(sub)
     return p
 
 
@@ -163,11 +399,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .backbones import BackboneError
     from .cache import CacheError
     from .datasets import DatasetError
+    from .classifiers import ClassifierError
+    from .evaluation import ProtocolError
     from .extract import ExtractionError
+    from .models import ModelError
 
     try:
         return int(a.func(a) or 0)
-    except (DatasetError, BackboneError, CacheError, ValueError, FileNotFoundError) as exc:
+    except (DatasetError, BackboneError, CacheError, ClassifierError, ProtocolError, ModelError,
+            ValueError, FileNotFoundError) as exc:
         print(f"fer_features {a.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ExtractionError as exc:

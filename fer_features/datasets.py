@@ -1,415 +1,777 @@
-"""Dataset loaders: folder per class, JAFFE, CK+, KDEF and the FER2013 CSV.
+"""Facial-expression dataset loading: layouts, labels, robust image decoding.
 
-Listing reads names and file stats only; images are decoded on demand (``Dataset.load_image``), except
-FER2013 whose pixels live in the CSV and are parsed once, vectorised.
+Supported layouts (see :data:`FORMATS`):
+
+* ``folder``  -- one sub-folder per class, images anywhere below it.
+* ``jaffe``   -- flat JAFFE folder, names like ``KA.AN1.39.tiff``.
+* ``ckplus``  -- CK+ class folders, names like ``S010_004_00000017.png``.
+* ``kdef``    -- KDEF files ``AF01ANS.JPG`` anywhere below the root.
+* ``fer2013`` -- FER2013 CSV (plain or gzip) with ``emotion,pixels[,Usage]``.
+
+Listing a dataset reads names and file stats only; images are decoded on
+demand (:meth:`Dataset.load_image`, iteration) and a bad file raises
+:class:`ImageReadError` naming it.  FER2013 pixels live in the CSV: they are
+parsed once, vectorised, into one uint8 array on first use.  Labels are
+mapped onto :data:`CANONICAL_LABELS`.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import math
+import os
 import re
-from dataclasses import dataclass, field, replace
+import threading
+import zlib
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-CANONICAL_LABELS = ("angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-FORMATS = ("auto", "folder", "jaffe", "ckplus", "kdef", "fer2013")
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
-                    ".pbm", ".pnm", ".jp2", ".tga", ".dib"}
+__all__ = [
+    "CANONICAL_LABELS",
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "FER2013_LABELS",
+    "DatasetError",
+    "ImageReadError",
+    "Record",
+    "Sample",
+    "Dataset",
+    "canonical_label",
+    "read_image",
+    "detect_format",
+    "load_dataset",
+]
 
-_SYNONYMS = {
-    "angry": ("anger", "angry", "an", "ang", "mad"),
-    "contempt": ("contempt", "co", "con"),
-    "disgust": ("disgust", "disgusted", "di", "dis"),
-    "fear": ("fear", "afraid", "scared", "fearful", "fe", "af"),
-    "happy": ("happy", "happiness", "joy", "ha", "hap", "smile"),
-    "neutral": ("neutral", "ne", "neu", "calm"),
-    "sad": ("sad", "sadness", "sa"),
-    "surprise": ("surprise", "surprised", "su", "sur"),
-}
-_TO_CANONICAL = {syn: canon for canon, syns in _SYNONYMS.items() for syn in syns}
-FER2013_CODES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-
-JAFFE_RE = re.compile(r"^(?P<subject>[A-Za-z]{2})\.(?P<expr>[A-Za-z]{2})(?P<pose>\d+)\.(?P<serial>\d+)\.tiff?$", re.I)
-CKPLUS_RE = re.compile(r"^(?P<subject>S\d{3})_(?P<seq>\d{3})_(?P<frame>\d+)\.png$", re.I)
-KDEF_RE = re.compile(r"^(?P<session>[AB])(?P<gender>[FM])(?P<person>\d{2})(?P<expr>AF|AN|DI|HA|NE|SA|SU)"
-                     r"(?P<angle>FL|HL|S|HR|FR)\.jpe?g$", re.I)
-_KDEF_EXPR = {"AF": "fear", "AN": "angry", "DI": "disgust", "HA": "happy", "NE": "neutral", "SA": "sad",
-              "SU": "surprise"}
+CANONICAL_LABELS: tuple[str, ...] = (
+    "angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise",
+)
+FORMATS: tuple[str, ...] = ("auto", "folder", "jaffe", "ckplus", "kdef", "fer2013")
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({
+    ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".dib",
+    ".gif", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2",
+})
+#: FER2013 emotion codes 0..6, in code order.
+FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_CODES = FER2013_LABELS  # alias
 
 
 class DatasetError(ValueError):
-    """Bad dataset input (missing or empty folder, no classes, unknown layout); one line naming the path."""
+    """Bad dataset input (missing/empty folder, no classes, unknown layout).
+
+    The message is one line naming the path and the problem.
+    """
 
 
 class ImageReadError(OSError):
     """One image could not be decoded; the message names the path and the reason."""
 
 
-def canonical_label(name: str) -> str:
-    """Map a dataset's label name to the canonical vocabulary; unknown names come back lower-cased."""
-    key = str(name).strip().lower()
-    return _TO_CANONICAL.get(key, key)
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
+
+def _err(path: object, problem: str) -> DatasetError:
+    return DatasetError(_one_line(f"{path}: {problem}"))
+
+
+# --------------------------------------------------------------------- labels
+
+_ALIASES: dict[str, str] = {}
+for _canon, _names in {
+    "angry": ("angry", "anger", "an"),
+    "contempt": ("contempt", "contemptuous", "co"),
+    "disgust": ("disgust", "disgusted", "di"),
+    "fear": ("fear", "afraid", "scared", "fearful", "fe", "af"),
+    "happy": ("happy", "happiness", "joy", "ha"),
+    "neutral": ("neutral", "ne"),
+    "sad": ("sad", "sadness", "sa"),
+    "surprise": ("surprise", "surprised", "su"),
+}.items():
+    for _n in _names:
+        _ALIASES[_n] = _canon
+
+
+def canonical_label(name: str) -> str:
+    """Map a dataset's expression name or code to the canonical vocabulary.
+
+    Case-insensitive (``"AN"``, ``"anger"``, ``"Angry"`` -> ``"angry"``).
+    Unknown names are returned lower-cased, otherwise unchanged.
+    """
+    return _ALIASES.get(name.strip().lower(), name.lower())
+
+
+# -------------------------------------------------------------------- records
 
 @dataclass(frozen=True)
 class Record:
-    """One image of a dataset: where it is and what it is labelled."""
+    """One labelled example, as listed (nothing decoded)."""
 
-    path: str
-    label: str
-    raw_label: str
-    subject: str = ""
-    split: str = ""
-    extra: tuple = ()
+    path: str  # source path; for CSV rows f"{csv_path}#row={i}" (0-based data row)
+    label: str  # canonical label
+    raw_label: str  # the dataset's own name ("anger", "AN", "0", ...)
+    subject: str = ""  # "" when unknown
+    split: str = ""  # "" when the dataset has none
+    extra: tuple = ()  # optional (key, value) pairs
+
+    def get(self, key: str, default: str = "") -> str:
+        """Value of ``key`` in :attr:`extra` (``default`` if absent)."""
+        for k, v in self.extra:
+            if k == key:
+                return v
+        return default
 
 
 @dataclass
 class Sample:
-    """What iterating a dataset yields."""
+    """What iterating a :class:`Dataset` yields."""
 
-    image: np.ndarray
+    image: np.ndarray  # uint8, HxW (grey) or HxWx3 (RGB)
     record: Record
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8: HxW for grey (incl. grey palettes) or HxWx3 RGB.
+# --------------------------------------------------------------- image reader
 
-    16/32-bit and float images are scaled by their own range; alpha is composited onto white.
-    Raises ``ImageReadError`` naming the file on a corrupt, truncated or non-image file.
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+_HIGH_DEPTH_PREFIXES = ("I", "F")  # I, I;16, I;16B, I;16L, I;16N, I;32..., F, F;32...
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Stretch a high bit-depth image to 0..255 by its own min/max.
+
+    A constant image has no range to stretch: it is clipped to 0..255 instead.
+    Non-finite values (float images) count as 0.
     """
-    from PIL import Image, UnidentifiedImageError
+    a = np.asarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if hi > lo:
+        a = (a - lo) * (255.0 / (hi - lo))
+        return np.rint(a).astype(np.uint8)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
-    path = str(path)
+
+def _composite_on_white(img) -> np.ndarray:
+    """Drop alpha by compositing over a white background."""
+    if img.mode in ("LA", "La"):
+        la = np.asarray(img.convert("LA"), dtype=np.float32)
+        colour, alpha = la[..., 0], la[..., 1] / 255.0
+    else:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        colour, alpha = rgba[..., :3], rgba[..., 3:4] / 255.0
+    out = colour * alpha + 255.0 * (1.0 - alpha)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _grey_if_equal(rgb: np.ndarray) -> np.ndarray:
+    if (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+        return np.ascontiguousarray(rgb[..., 0])
+    return rgb
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode one image file to a uint8 array, HxW (grey) or HxWx3 (RGB).
+
+    Mode handling: ``1``/``L`` -> grey; ``P`` -> grey when every used colour is
+    grey, else RGB; ``I;16``/``I``/``F`` -> grey stretched to 0..255 by the
+    image's own min/max (constant images clipped); modes with alpha
+    (``LA``/``PA``/``RGBA``, palette transparency) are composited over a white
+    background (``LA`` stays grey); ``CMYK``/``YCbCr``/``LAB``/``HSV`` -> RGB.
+    Multi-frame files give their first frame.  No EXIF rotation is applied.
+
+    Raises :class:`ImageReadError` (``"{path}: {reason}"``) for missing,
+    truncated, corrupt or non-image files.
+    """
+    from PIL import Image  # local: keeps ``import fer_features.datasets`` light
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            return _to_uint8(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise ImageReadError(f"{path}: file not found") from None
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, UnidentifiedImageError):
-            reason = "not an image Pillow can read"
-        raise ImageReadError(f"{path}: {reason}") from None
+        with Image.open(path) as img:
+            img.load()  # forces full decode: truncation is detected here
+            mode = img.mode
+            if mode == "P":
+                if "transparency" in img.info:
+                    arr = _grey_if_equal(_composite_on_white(img))
+                else:
+                    arr = _grey_if_equal(np.asarray(img.convert("RGB")))
+            elif mode == "L":
+                arr = np.asarray(img)
+            elif mode == "1":
+                arr = np.asarray(img.convert("L"))
+            elif mode in _ALPHA_MODES:
+                arr = _composite_on_white(img)
+            elif mode.startswith(_HIGH_DEPTH_PREFIXES):
+                arr = _scale_to_uint8(np.asarray(img))
+            elif mode == "RGB":
+                arr = np.asarray(img)
+            else:  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+                arr = np.asarray(img.convert("RGB"))
+            arr = np.array(arr, dtype=np.uint8, copy=True, order="C")
+    except ImageReadError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError,
+            Image.DecompressionBombError) as exc:
+        reason = _one_line(exc) or type(exc).__name__
+        raise ImageReadError(_one_line(f"{path}: {reason}")) from exc
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3):
+        return arr
+    raise ImageReadError(_one_line(f"{path}: unexpected decoded shape {arr.shape}"))
 
 
-def _to_uint8(im) -> np.ndarray:
-    from PIL import Image
-
-    mode = im.mode
-    if mode == "P":
-        pal = im.getpalette() or []
-        rgb = np.array(pal, dtype=np.int32).reshape(-1, 3) if pal else np.zeros((0, 3))
-        used = np.unique(np.asarray(im))
-        used = used[used < len(rgb)]
-        grey = len(rgb) == 0 or bool(np.all(rgb[used, 0] == rgb[used, 1]) and np.all(rgb[used, 1] == rgb[used, 2]))
-        if "transparency" in im.info:
-            return _to_uint8(im.convert("RGBA"))
-        return np.asarray(im.convert("L" if grey else "RGB"))
-    if mode in ("1", "L"):
-        return np.asarray(im.convert("L"))
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im).astype(np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        if hi <= lo:
-            return np.zeros(a.shape, np.uint8) if hi <= 0 else np.full(a.shape, 255 if hi >= 255 else int(hi), np.uint8)
-        return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    if mode in ("LA", "RGBA", "PA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        out = np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
-        return out[..., 0].copy() if mode in ("LA", "La") else out
-    return np.asarray(im.convert("RGB"))
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-
-
-def _walk_images(root: Path) -> list[Path]:
-    out = []
-    for p in sorted(root.rglob("*")):
-        if any(part.startswith(".") for part in p.relative_to(root).parts):
-            continue
-        if _is_image(p):
-            out.append(p)
-    return out
-
+# -------------------------------------------------------------------- dataset
 
 class Dataset:
-    """A labelled image dataset: ``records`` (cheap metadata) plus on-demand image loading."""
+    """A listed dataset: records plus on-demand image access.
 
-    def __init__(self, format: str, root: str | Path, records: list[Record] | None, *,
-                 options: dict | None = None, lazy: "_LazyCSV | None" = None,
-                 row_index: Sequence[int] | None = None):
+    Attributes: ``format`` (one of :data:`FORMATS` except ``auto``), ``root``
+    (the folder, or the CSV file), ``records``, ``options`` (loader options
+    that change the content, e.g. ``{"frontal_only": True}``) and ``ignored``
+    (image files, or CSV rows, that the layout could not use).
+
+    FER2013 is parsed on first use of ``records``/``len``/images, so a
+    ``fingerprint()`` (e.g. for a cache hit) costs one ``stat``.
+    """
+
+    def __init__(
+        self,
+        format: str,
+        root: str | os.PathLike,
+        records: Sequence[Record] | None,
+        *,
+        options: dict | None = None,
+        ignored: Sequence[str] = (),
+        _csv: "_LazyCSV | None" = None,
+        _sel: np.ndarray | None = None,
+    ) -> None:
         self.format = format
         self.root = Path(root)
-        self._records = list(records) if records is not None else None
         self.options = dict(options or {})
-        self._lazy = lazy  # FER2013: records and an (N, side, side) uint8 pixel array, parsed on first use
-        self._row_index = list(row_index) if row_index is not None else None
+        self._records = list(records) if records is not None else None
+        self._ignored = tuple(ignored)
+        self._csv = _csv  # FER2013: parsed CSV, shared by subsets
+        self._sel = _sel  # FER2013 subsets: positions into the full record list
 
+    # -- listing ------------------------------------------------------------------------------
     @property
     def records(self) -> list[Record]:
+        """The records, in dataset order."""
         if self._records is None:
-            recs, _pixels, bad = self._lazy.get()
-            idx = self._row_index if self._row_index is not None else [
-                i for i, r in enumerate(recs) if r.label != "unknown"]
-            self._row_index = idx
-            self._records = [recs[i] for i in idx]
+            recs = self._csv.get().records  # type: ignore[union-attr]
+            self._records = list(recs) if self._sel is None else [recs[k] for k in self._sel]
         return self._records
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Image files (relative paths) or CSV rows (``row=i: reason``) left out."""
+        if self._csv is not None:
+            return tuple(self._csv.get().ignored)
+        return self._ignored
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __repr__(self) -> str:
-        return f"Dataset(format={self.format!r}, root={str(self.root)!r}, n={len(self)}, labels={self.label_names})"
+        return (f"Dataset(format={self.format!r}, root={str(self.root)!r}, "
+                f"n={len(self)}, labels={self.label_names})")
 
     @property
     def label_names(self) -> list[str]:
+        """Sorted distinct canonical labels present."""
         return sorted({r.label for r in self.records})
 
     @property
     def subjects(self) -> list[str]:
+        """Sorted distinct non-empty subject ids."""
         return sorted({r.subject for r in self.records if r.subject})
 
+    # -- images -------------------------------------------------------------------------------
     def load_image(self, i: int) -> np.ndarray:
-        """Decoded image ``i`` (uint8 HxW or HxWx3); ``ImageReadError`` naming the file otherwise."""
-        if self._lazy is not None:
-            recs = self.records
-            _, pixels, bad = self._lazy.get()
-            row = self._row_index[i]
-            if row in bad:
-                raise ImageReadError(f"{recs[i].path}: {bad[row]}")
-            return pixels[row]
-        return read_image(self.records[i].path)
+        """Decoded image of record ``i``: uint8 HxW (grey) or HxWx3 (RGB).
+
+        For FER2013 this is a read-only view into the in-memory pixel array.
+        Raises :class:`ImageReadError` for an undecodable file or CSV row.
+        """
+        if self._csv is None:
+            return read_image(self.records[i].path)
+        data = self._csv.get()
+        pos = range(len(self))[i]  # normalises negative indices, raises IndexError
+        if self._sel is not None:
+            pos = int(self._sel[pos])
+        row = int(data.rows[pos])
+        problem = data.bad.get(row)
+        if problem is not None:
+            raise ImageReadError(_one_line(f"{self.root}#row={row}: {problem}"))
+        return data.pixels[row]
 
     def __iter__(self) -> Iterator[Sample]:
+        """Yield every :class:`Sample`; a bad image raises :class:`ImageReadError`."""
         for i, rec in enumerate(self.records):
             yield Sample(self.load_image(i), rec)
 
+    def subset(self, indices: Iterable[int] | np.ndarray) -> "Dataset":
+        """Same format/root with the selected records (int indices or a boolean mask)."""
+        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise ValueError(f"boolean mask of shape {idx.shape} for {len(self)} records")
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"subset index out of range for {n} records")
+        idx = np.where(idx < 0, idx + n, idx)
+        records = [self.records[int(k)] for k in idx]
+        sel = None
+        if self._csv is not None:
+            sel = idx if self._sel is None else self._sel[idx]
+        return Dataset(self.format, self.root, records, options=self.options,
+                       ignored=self._ignored, _csv=self._csv, _sel=sel)
+
+    # -- identity -----------------------------------------------------------------------------
     def fingerprint(self) -> str:
-        """SHA-256 of the content identity: files read with their sizes and mtimes, format and options."""
+        """SHA-256 hex of the content identity, from ``stat`` only (never decodes).
+
+        Covers the format, the options and, for every file read, its path
+        relative to ``root``, size, ``mtime_ns`` and record label; for a CSV,
+        the file's name, size and ``mtime_ns`` plus the selected rows (if a
+        subset).  A missing file counts as size/mtime -1 rather than raising.
+        """
         h = hashlib.sha256()
-        h.update(json.dumps({"format": self.format, "options": self.options}, sort_keys=True).encode())
-        if self._lazy is not None:
-            st = self.root.stat()
-            h.update(f"{self.root.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-            if self._row_index is not None and "subset" in self.options:
-                h.update(",".join(map(str, self._row_index)).encode())
-        else:
-            for r in self.records:
-                p = Path(r.path)
-                st = p.stat()
-                try:
-                    rel = p.relative_to(self.root).as_posix()
-                except ValueError:
-                    rel = p.as_posix()
-                h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{r.label}|{r.subject}\n".encode())
+        h.update(json.dumps({"format": self.format, "options": self.options},
+                            sort_keys=True).encode())
+        if self._csv is not None:
+            size, mtime = _stat(self.root)
+            h.update(f"\n{self.root.name}\t{size}\t{mtime}\n".encode())
+            if self._sel is None:
+                h.update(b"all")
+            else:
+                h.update(np.ascontiguousarray(self._sel, dtype="<i8").tobytes())
+            return h.hexdigest()
+        lines = []
+        for rec in self.records:
+            p = Path(rec.path)
+            try:
+                rel = p.relative_to(self.root).as_posix()
+            except ValueError:
+                rel = p.as_posix()
+            size, mtime = _stat(p)
+            lines.append(f"{rel}\t{size}\t{mtime}\t{rec.label}")
+        lines.sort()
+        h.update(("\n" + "\n".join(lines)).encode())
         return h.hexdigest()
 
-    def subset(self, indices: Sequence[int]) -> "Dataset":
-        """A dataset of the selected records (same format, root and loader)."""
-        idx = [int(i) for i in indices]
-        recs = self.records
-        rows = [self._row_index[i] for i in idx] if self._lazy is not None else None
-        sub = Dataset(self.format, self.root, [recs[i] for i in idx], options=dict(self.options),
-                      lazy=self._lazy, row_index=rows)
-        if self._lazy is not None:
-            sub.options["subset"] = True
-        return sub
+
+def _stat(p: str | os.PathLike) -> tuple[int, int]:
+    try:
+        st = os.stat(p)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
-# -- loaders ----------------------------------------------------------------------------------------
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+# ------------------------------------------------------------------- patterns
+
+JAFFE_CODES = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
+KDEF_CODES = ("AF", "AN", "DI", "HA", "NE", "SA", "SU")
+KDEF_ANGLES = ("FL", "HL", "S", "HR", "FR")
+
+_JAFFE_RE = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})(\d+)\.(\d+)\.[A-Za-z0-9]+$")
+_CK_RE = re.compile(r"^(S\d+)_(\d+)_(\d+)\.[A-Za-z0-9]+$", re.IGNORECASE)
+_KDEF_RE = re.compile(
+    r"^([AB])([FM])(\d{2})(AF|AN|DI|HA|NE|SA|SU)(FL|HL|HR|FR|S)\.[A-Za-z0-9]+$", re.IGNORECASE)
 
 
-def _load_folder(root: Path) -> list[Record]:
-    recs = []
-    classes = _class_dirs(root)
-    if not classes:
-        raise DatasetError(f"{root}: no class sub-folders (expected one folder per class)")
-    for d in classes:
-        for p in _walk_images(d):
-            recs.append(Record(str(p), canonical_label(d.name), d.name))
-    if not recs:
-        raise DatasetError(f"{root}: class folders hold no images")
-    return recs
+def _jaffe_match(name: str) -> re.Match | None:
+    m = _JAFFE_RE.match(name)
+    return m if m and m.group(2).upper() in JAFFE_CODES else None
 
 
-def _load_jaffe(root: Path) -> list[Record]:
-    recs = []
-    for p in sorted(root.iterdir()):
-        m = JAFFE_RE.match(p.name)
-        if m and p.is_file():
-            code = m.group("expr").upper()
-            recs.append(Record(str(p), canonical_label(code), code, m.group("subject").upper(),
-                               extra=(("pose", m.group("pose")), ("serial", m.group("serial")))))
-    if not recs:
-        raise DatasetError(f"{root}: no JAFFE file names (like KA.AN1.39.tiff)")
-    return recs
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _load_ckplus(root: Path) -> list[Record]:
-    recs = []
-    for d in _class_dirs(root):
-        for p in _walk_images(d):
-            m = CKPLUS_RE.match(p.name)
-            if not m:
-                continue
-            subj = m.group("subject").upper()
-            recs.append(Record(str(p), canonical_label(d.name), d.name, subj,
-                               extra=(("sequence", f"{subj}_{m.group('seq')}"), ("frame", str(int(m.group("frame")))))))
-    if not recs:
-        raise DatasetError(f"{root}: no CK+ class folders with files like S010_004_00000017.png")
-    return recs
+def _scan(root: Path) -> tuple[list[str], bool, list[str]]:
+    """List ``root`` without opening any file.
+
+    Returns the image files below it (relative posix paths, sorted; hidden
+    files/folders skipped), whether it has any visible entry, and its visible
+    top-level sub-folders.
+    """
+    images: list[str] = []
+    has_entries = False
+    top_dirs: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == ".":
+            top_dirs = list(dirnames)
+            has_entries = bool(dirnames) or any(not f.startswith(".") for f in filenames)
+            rel_dir = ""
+        for f in filenames:
+            if not f.startswith(".") and _is_image_name(f):
+                images.append(f"{Path(rel_dir).as_posix()}/{f}" if rel_dir else f)
+    images.sort()
+    return images, has_entries, top_dirs
 
 
-def _load_kdef(root: Path, frontal_only: bool) -> list[Record]:
-    recs = []
-    for p in _walk_images(root):
-        m = KDEF_RE.match(p.name)
+def _basename(rel: str) -> str:
+    return rel.rsplit("/", 1)[-1]
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise _err(path, "does not exist")
+    return Path(os.path.abspath(p))
+
+
+def _is_csv_name(p: Path) -> bool:
+    return p.name.lower().endswith((".csv", ".csv.gz"))
+
+
+def _detect_dir(shown: object, images: list[str], has_entries: bool, top_dirs: list[str]) -> str:
+    if not has_entries:
+        raise _err(shown, "empty folder")
+    if not images:
+        if top_dirs:
+            raise _err(shown, "unknown layout: class folders contain no images")
+        raise _err(shown, "unknown layout: no image files and no class sub-folders")
+    names = [_basename(r) for r in images]
+    if sum(bool(_KDEF_RE.match(n)) for n in names) * 2 > len(names):
+        return "kdef"
+    top = [r for r in images if "/" not in r]
+    if top and sum(bool(_jaffe_match(n)) for n in top) * 2 > len(top):
+        return "jaffe"
+    classed = [r for r in images if "/" in r]
+    if classed:
+        ck = sum(bool(_CK_RE.match(_basename(r))) for r in classed)
+        return "ckplus" if ck * 2 > len(classed) else "folder"
+    raise _err(shown, "unknown layout: images but no class sub-folders and no "
+                      "recognised file names (JAFFE, KDEF)")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Recognise the layout of ``path``: one of :data:`FORMATS` except ``auto``.
+
+    A ``.csv``/``.csv.gz`` file is ``fer2013``; a folder is ``kdef`` if most of
+    its images (recursively) have KDEF names, else ``jaffe`` if most top-level
+    images have JAFFE names, else ``ckplus`` if most images in class folders
+    have CK+ names, else ``folder`` if class folders hold images.
+    Raises :class:`DatasetError` (missing path, empty folder, unknown layout).
+    """
+    root = _check_path(path)
+    if root.is_file():
+        if _is_csv_name(root):
+            return "fer2013"
+        raise _err(path, "unknown layout: a file that is not .csv or .csv.gz")
+    images, has_entries, top_dirs = _scan(root)
+    return _detect_dir(path, images, has_entries, top_dirs)
+
+
+# -------------------------------------------------------------------- loaders
+
+def _subject_guess(name: str) -> str:
+    if m := _CK_RE.match(name):
+        return m.group(1).upper()
+    if m := _KDEF_RE.match(name):
+        return (m.group(2) + m.group(3)).upper()
+    if m := _jaffe_match(name):
+        return m.group(1).upper()
+    return ""
+
+
+def _class_images(shown: object, images: list[str], top_dirs: list[str]) -> list[str]:
+    classed = [r for r in images if "/" in r]
+    if not top_dirs:
+        raise _err(shown, "no class sub-folders (expected one folder per class)")
+    if not classed:
+        raise _err(shown, "class folders contain no images")
+    return classed
+
+
+def _load_folder(root: Path, shown: object, images: list[str], top_dirs: list[str]) -> Dataset:
+    records = []
+    for rel in _class_images(shown, images, top_dirs):
+        cls = rel.split("/", 1)[0]
+        records.append(Record(str(root / rel), canonical_label(cls), cls,
+                              _subject_guess(_basename(rel))))
+    ignored = [r for r in images if "/" not in r]
+    return Dataset("folder", root, records, ignored=ignored)
+
+
+def _load_ckplus(root: Path, shown: object, images: list[str], top_dirs: list[str]) -> Dataset:
+    records, ignored = [], [r for r in images if "/" not in r]
+    for rel in _class_images(shown, images, top_dirs):
+        cls = rel.split("/", 1)[0]
+        m = _CK_RE.match(_basename(rel))
         if not m:
+            ignored.append(rel)
             continue
-        angle = m.group("angle").upper()
+        subj = m.group(1).upper()
+        extra = (("sequence", f"{subj}_{m.group(2)}"), ("frame", str(int(m.group(3)))))
+        records.append(Record(str(root / rel), canonical_label(cls), cls, subj, "", extra))
+    if not records:
+        raise _err(shown, "no CK+ names in the class folders (expected files like "
+                          "S010_004_00000017.png)")
+    return Dataset("ckplus", root, records, ignored=sorted(ignored))
+
+
+def _load_jaffe(root: Path, shown: object, images: list[str]) -> Dataset:
+    records, ignored = [], []
+    for rel in images:
+        m = _jaffe_match(_basename(rel))
+        if not m:
+            ignored.append(rel)
+            continue
+        code = m.group(2).upper()
+        extra = (("pose", m.group(3)), ("serial", m.group(4)))
+        records.append(Record(str(root / rel), canonical_label(code), code,
+                              m.group(1).upper(), "", extra))
+    if not records:
+        raise _err(shown, "no JAFFE file names (expected names like KA.AN1.39.tiff)")
+    return Dataset("jaffe", root, records, ignored=ignored)
+
+
+def _load_kdef(root: Path, shown: object, images: list[str], frontal_only: bool) -> Dataset:
+    records, ignored, n_matched = [], [], 0
+    for rel in images:
+        m = _KDEF_RE.match(_basename(rel))
+        if not m:
+            ignored.append(rel)
+            continue
+        n_matched += 1
+        session, gender, person, code, angle = (g.upper() for g in m.groups())
         if frontal_only and angle != "S":
             continue
-        code = m.group("expr").upper()
-        recs.append(Record(str(p), _KDEF_EXPR[code], code, f"{m.group('gender').upper()}{m.group('person')}",
-                           extra=(("session", m.group("session").upper()), ("angle", angle))))
-    if not recs:
-        raise DatasetError(f"{root}: no KDEF file names (like AF01ANS.JPG)" + (" with a frontal view" if frontal_only else ""))
-    return recs
+        extra = (("session", session), ("angle", angle))
+        records.append(Record(str(root / rel), canonical_label(code), code,
+                              gender + person, "", extra))
+    if not n_matched:
+        raise _err(shown, "no KDEF file names (expected names like AF01ANS.JPG)")
+    if not records:
+        raise _err(shown, "no frontal (angle S) KDEF images")
+    options = {"frontal_only": True} if frontal_only else {}
+    return Dataset("kdef", root, records, options=options, ignored=ignored)
 
 
-def _parse_fer2013(path: Path) -> tuple[list[Record], np.ndarray, dict[int, str]]:
-    """Parse the CSV once: records, an (N, side, side) uint8 pixel array and the malformed rows."""
+# -------------------------------------------------------------------- FER2013
+
+def _gunzip(data: bytes, shown: object) -> bytes:
+    """Decompress every gzip member of ``data`` (one C call per member)."""
+    parts = []
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            parts.append(d.decompress(data))
+            parts.append(d.flush())
+        except zlib.error as exc:
+            raise _err(shown, f"cannot read CSV: bad gzip data ({exc})") from None
+        if not d.eof:
+            raise _err(shown, "cannot read CSV: truncated gzip file")
+        data = d.unused_data
+        if not data.strip(b"\0"):
+            break
+    parts = [p for p in parts if p]
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _read_text_bytes(path: Path, shown: object) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _err(shown, f"cannot read CSV: {exc}") from None
+    return _gunzip(data, shown) if data[:2] == b"\x1f\x8b" else data
+
+
+def _csv_header(path: Path, shown: object) -> list[str]:
+    """The header names (stripped), read cheaply from the first line."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        opener = gzip.open if magic == b"\x1f\x8b" else open
+        with opener(path, "rb") as fh:
+            line = fh.readline(1 << 16)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _err(shown, f"cannot read CSV: {exc}") from None
+    text = line.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+    return [c.strip().strip('"').strip() for c in text.split(",")]
+
+
+def _need_columns(shown: object, names: Sequence[str]) -> dict[str, str]:
+    cols = {str(c).strip().lower(): c for c in names}
+    missing = [c for c in ("emotion", "pixels") if c not in cols]
+    if missing:
+        raise _err(shown, f"CSV lacks column(s) {', '.join(missing)} "
+                          f"(expected emotion,pixels[,Usage]; found {','.join(map(str, names))})")
+    return cols
+
+
+def _parse_pixels(px: list[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """Parse stripped pixel strings into an (N, side, side) uint8 array and bad rows.
+
+    Fast path: when every row is non-empty, single-space separated, free of
+    signs, and has the same square count, all rows are parsed in one
+    ``np.fromstring`` call.  Otherwise each row is parsed on its own and rows
+    that are non-numeric, out of 0..255, non-square or of a size other than
+    the most common square size are reported in ``bad`` (row -> reason).
+    """
+    n = len(px)
+    if n and all(px):
+        joined = " ".join(px)
+        # Only single spaces may separate tokens here, so a row's token count is
+        # at most its space count + 1: equal counts plus the right total size
+        # mean every row has exactly c0 values (double spaces are caught too).
+        if not any(t in joined for t in ("\t", "\n", "\r", "\v", "\f", "-")):
+            counts = np.fromiter((s.count(" ") for s in px), dtype=np.int64, count=n) + 1
+            c0 = int(counts[0])
+            side = math.isqrt(c0)
+            if side * side == c0 and bool(np.all(counts == c0)):
+                try:
+                    # int16 then range check: out-of-range values are caught (a
+                    # 5+ digit value that wraps into 0..255 is the one blind spot).
+                    flat = np.fromstring(joined, dtype=np.int16, sep=" ")
+                except ValueError:
+                    flat = None
+                del joined
+                if (flat is not None and flat.size == n * c0
+                        and int(flat.min()) >= 0 and int(flat.max()) <= 255):
+                    return flat.astype(np.uint8).reshape(n, side, side), {}
+    # Slow path: row by row, only for malformed files.
+    bad: dict[int, str] = {}
+    values: dict[int, np.ndarray] = {}
+    for i, s in enumerate(px):
+        if not s:
+            bad[i] = "empty pixels field"
+            continue
+        try:
+            v = np.fromstring(s, dtype=np.int64, sep=" ")
+        except ValueError:
+            bad[i] = "non-numeric pixel value"
+            continue
+        if v.min() < 0 or v.max() > 255:
+            bad[i] = "pixel values outside 0..255"
+            continue
+        values[i] = v.astype(np.uint8)
+    sizes = Counter(v.size for v in values.values())
+    squares = [(cnt, size) for size, cnt in sizes.items() if math.isqrt(size) ** 2 == size]
+    c0 = max(squares)[1] if squares else 0
+    side = math.isqrt(c0)
+    pixels = np.zeros((n, side, side), np.uint8)
+    for i, v in values.items():
+        if v.size == c0:
+            pixels[i] = v.reshape(side, side)
+        elif math.isqrt(v.size) ** 2 != v.size:
+            bad[i] = f"{v.size} pixel values is not a square image"
+        else:
+            bad[i] = f"{v.size} pixel values, expected {c0} ({side}x{side}) like the other rows"
+    return pixels, bad
+
+
+@dataclass
+class _CSVData:
+    records: list[Record]  # rows with a valid emotion code, in file order
+    rows: np.ndarray  # file row (0-based) of each record
+    pixels: np.ndarray  # (N_rows, side, side) uint8, read-only
+    bad: dict[int, str]  # file row -> why its pixels are unusable
+    ignored: list[str]  # "row=i: reason" for rows left out of the records
+
+
+def _parse_fer2013(path: Path, shown: object) -> _CSVData:
+    """Read the CSV once: records, all pixels as one uint8 array, bad rows."""
     import pandas as pd
 
+    raw = _read_text_bytes(path, shown)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, compression="infer")
-    except Exception as exc:
-        raise DatasetError(f"{path}: cannot read CSV: {exc}") from None
-    cols = {c.strip().lower(): c for c in df.columns}
-    if "emotion" not in cols or "pixels" not in cols:
-        raise DatasetError(f"{path}: CSV needs columns emotion,pixels[,Usage]; found {','.join(map(str, df.columns))}")
+        df = pd.read_csv(io.BytesIO(raw), dtype=object, na_filter=False, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise _err(shown, "empty CSV") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise _err(shown, f"cannot parse CSV: {exc}") from None
+    del raw
+    cols = _need_columns(shown, list(df.columns))
     if len(df) == 0:
-        raise DatasetError(f"{path}: CSV has no rows")
-    pix = df[cols["pixels"]].tolist()
-    first = next((r for r in pix if r.strip()), "")
-    n_px = len(first.split())
-    side = int(round(math.sqrt(n_px))) if n_px else 0
-    if side == 0 or side * side != n_px:
-        raise DatasetError(f"{path}: first row has {n_px} pixel values, not a square image")
-    flat = np.fromstring(" ".join(pix), dtype=np.int32, sep=" ")  # text mode: fast C parser
-    bad_rows: dict[int, str] = {}
-    if flat.size == len(pix) * n_px:
-        ok = np.ones(len(pix), bool)
-    else:  # some rows are malformed: count per row (slower path, only then)
-        counts = np.array([len(r.split()) for r in pix])
-        ok = counts == n_px
-        good = [r for r, g in zip(pix, ok) if g]
-        flat = np.fromstring(" ".join(good), dtype=np.int32, sep=" ") if good else np.zeros(0, np.int32)
-        if flat.size != ok.sum() * n_px:
-            raise DatasetError(f"{path}: pixels column has non-numeric values")
-        for i in np.flatnonzero(~ok):
-            bad_rows[int(i)] = f"{counts[i]} pixel values, expected {n_px}"
-    pixels = np.zeros((len(pix), side, side), np.uint8)
-    pixels[ok] = np.clip(flat, 0, 255).astype(np.uint8).reshape(-1, side, side)
-    emo = df[cols["emotion"]].str.strip().tolist()
-    usage = df[cols["usage"]].str.strip().tolist() if "usage" in cols else [""] * len(df)
-    code_ok = {str(i): lab for i, lab in enumerate(FER2013_CODES)}
-    recs = []
-    for i, (e, u) in enumerate(zip(emo, usage)):
-        label = code_ok.get(e)
+        raise _err(shown, "CSV has no data rows")
+    px = [str(s).strip() for s in df[cols["pixels"]].tolist()]
+    emotion = [str(s).strip() for s in df[cols["emotion"]].tolist()]
+    usage = ([str(s).strip() for s in df[cols["usage"]].tolist()] if "usage" in cols
+             else [""] * len(df))
+    del df
+    pixels, bad = _parse_pixels(px)
+    del px
+    pixels.flags.writeable = False
+    codes = {str(i): lab for i, lab in enumerate(FER2013_LABELS)}
+    records, rows, ignored = [], [], []
+    csv_path = str(path)
+    for i, (code, split) in enumerate(zip(emotion, usage)):
+        label = codes.get(code)
         if label is None:
-            bad_rows[i] = f"emotion code {e!r} not in 0..6"
-            label = "unknown"
-        recs.append(Record(f"{path}#row={i}", label, e, "", u))
-    return recs, pixels, bad_rows
+            ignored.append(f"row={i}: emotion code {code!r} not in 0..6")
+            continue
+        records.append(Record(f"{csv_path}#row={i}", label, code, "", split))
+        rows.append(i)
+    if not records:
+        raise _err(shown, "no row has a FER2013 emotion code 0..6")
+    return _CSVData(records, np.asarray(rows, dtype=np.int64), pixels, bad, ignored)
 
 
 class _LazyCSV:
-    """Parse the FER2013 CSV on first use, so a cache hit never pays for it."""
+    """Parses the FER2013 CSV on first use (thread-safe), so a cache hit never pays for it."""
 
-    def __init__(self, path: Path):
-        self.path, self._data = path, None
+    def __init__(self, path: Path, shown: object) -> None:
+        self.path, self.shown = path, shown
+        self._data: _CSVData | None = None
+        self._lock = threading.Lock()
 
-    def get(self):
+    def get(self) -> _CSVData:
         if self._data is None:
-            self._data = _parse_fer2013(self.path)
+            with self._lock:
+                if self._data is None:
+                    self._data = _parse_fer2013(self.path, self.shown)
         return self._data
 
 
-def _load_fer2013(path: Path) -> Dataset:
-    with open(path, "rb") as fh:  # check the header now (cheap), parse the rows lazily
-        head = fh.read(2)
-    import gzip
-
-    opener = gzip.open if head == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            header = fh.readline()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read CSV: {exc}") from None
-    names = {c.strip().lower() for c in header.split(",")}
-    if "emotion" not in names or "pixels" not in names:
-        raise DatasetError(f"{path}: CSV needs columns emotion,pixels[,Usage]; found {header.strip()!r}")
-    return Dataset("fer2013", path, None, lazy=_LazyCSV(path))
+def _load_fer2013(path: Path, shown: object) -> Dataset:
+    _need_columns(shown, _csv_header(path, shown))  # cheap check now; rows parsed on first use
+    return Dataset("fer2013", path, None, _csv=_LazyCSV(path, shown))
 
 
-def detect_format(path: str | Path) -> str:
-    """Recognise the layout of ``path`` (see ``FORMATS``); ``DatasetError`` when nothing fits."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or folder")
-    if path.is_file():
-        if path.name.lower().endswith((".csv", ".csv.gz")):
-            return "fer2013"
-        raise DatasetError(f"{path}: unknown layout (a file that is not a .csv or .csv.gz)")
-    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    if not entries:
-        raise DatasetError(f"{path}: empty folder")
-    top = [p for p in entries if _is_image(p)]
-    if top and sum(bool(JAFFE_RE.match(p.name)) for p in top) >= 0.5 * len(top):
-        return "jaffe"
-    images = _walk_images(path)
-    if images and sum(bool(KDEF_RE.match(p.name)) for p in images) >= 0.5 * len(images):
-        return "kdef"
-    dirs = _class_dirs(path)
-    nested = [p for p in images if p.parent != path]
-    if dirs and nested:
-        if sum(bool(CKPLUS_RE.match(p.name)) for p in nested) >= 0.5 * len(nested):
-            return "ckplus"
-        return "folder"
-    if dirs:
-        raise DatasetError(f"{path}: class folders hold no images")
-    raise DatasetError(f"{path}: unknown layout (no class sub-folders and no JAFFE/CK+/KDEF file names)")
+# ----------------------------------------------------------------------- entry
 
+def load_dataset(path: str | os.PathLike, format: str = "auto", *,
+                 frontal_only: bool = False) -> Dataset:
+    """List a dataset (no image is decoded).
 
-def load_dataset(path: str | Path, format: str = "auto", *, frontal_only: bool = False) -> Dataset:
-    """Load a dataset's records; ``format='auto'`` recognises the layout."""
+    ``format`` is one of :data:`FORMATS`; ``auto`` uses :func:`detect_format`.
+    ``frontal_only`` keeps only straight (``S``) KDEF views.  A FER2013 CSV is
+    checked for its columns now and parsed on first use of the records or
+    images (a few seconds for the full 35,887 rows).
+    Raises :class:`DatasetError` naming the path for unusable input,
+    including an explicit format that the files do not match.
+    """
     if format not in FORMATS:
-        raise DatasetError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or folder")
-    fmt = detect_format(path) if format == "auto" else format
-    if fmt == "fer2013":
-        if not path.is_file():
-            raise DatasetError(f"{path}: format fer2013 needs a .csv or .csv.gz file")
-        return _load_fer2013(path)
-    if not path.is_dir():
-        raise DatasetError(f"{path}: format {fmt} needs a folder")
-    if not any(True for _ in path.iterdir()):
-        raise DatasetError(f"{path}: empty folder")
-    loaders = {"folder": _load_folder, "jaffe": _load_jaffe, "ckplus": _load_ckplus,
-               "kdef": lambda r: _load_kdef(r, frontal_only)}
-    recs = loaders[fmt](path)
-    opts = {"frontal_only": True} if (fmt == "kdef" and frontal_only) else {}
-    return Dataset(fmt, path, recs, options=opts)
+        raise _err(path, f"unknown format {format!r} (expected one of {', '.join(FORMATS)})")
+    root = _check_path(path)
+    if root.is_file():
+        if format == "auto" and not _is_csv_name(root):
+            raise _err(path, "unknown layout: a file that is not .csv or .csv.gz")
+        if format not in ("auto", "fer2013"):
+            raise _err(path, f"format {format} needs a folder, not a file")
+        return _load_fer2013(root, path)
+    if format == "fer2013":
+        raise _err(path, "format fer2013 needs a .csv or .csv.gz file, not a folder")
+    images, has_entries, top_dirs = _scan(root)
+    if not has_entries:
+        raise _err(path, "empty folder")
+    fmt = _detect_dir(path, images, has_entries, top_dirs) if format == "auto" else format
+    if fmt == "folder":
+        return _load_folder(root, path, images, top_dirs)
+    if fmt == "ckplus":
+        return _load_ckplus(root, path, images, top_dirs)
+    if fmt == "jaffe":
+        return _load_jaffe(root, path, images)
+    return _load_kdef(root, path, images, frontal_only)

@@ -201,6 +201,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         "versions_json": json.dumps(package_versions(), sort_keys=True),
         "dataset_fingerprint": ds.fingerprint(),
         "n_records": len(ds),
+        "weights_spec": bb.normalize_weights(weights),
         **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
     }
     writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs)

@@ -4,112 +4,155 @@ Importing this module does not import TensorFlow; MTCNN (which needs it) is buil
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
 
 INTENSITY_METHODS = ("none", "histeq", "clahe", "bbhe")
 FACE_CROP_METHODS = ("none", "haar", "mtcnn")
+DETECTOR_METHODS = ("haar", "mtcnn")
 
 
-def to_grey(img: np.ndarray) -> np.ndarray:
-    """HxW or HxWx3/4 uint8 -> HxW uint8 (ITU-R 601 luma)."""
-    img = np.asarray(img)
-    if img.ndim == 2:
-        return img
-    if img.ndim == 3 and img.shape[2] == 1:
-        return img[..., 0]
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGBA2GRAY)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-    raise ValueError(f"expected an HxW or HxWxC image, got shape {img.shape}")
-
-
-def to_rgb(img: np.ndarray) -> np.ndarray:
-    """HxW -> HxWx3 by repeating the grey channel; RGBA drops alpha; RGB unchanged."""
-    img = np.asarray(img)
-    if img.ndim == 2:
-        return np.repeat(img[..., None], 3, axis=2)
-    if img.ndim == 3 and img.shape[2] == 1:
-        return np.repeat(img, 3, axis=2)
-    if img.ndim == 3 and img.shape[2] >= 3:
-        return np.ascontiguousarray(img[..., :3])
-    raise ValueError(f"expected an HxW or HxWxC image, got shape {img.shape}")
-
+# -- colour, dtype, size ------------------------------------------------------------------------------
 
 def _as_uint8(img: np.ndarray) -> np.ndarray:
+    """uint8 view/copy of ``img``; floats with max <= 1 are taken as 0..1 and scaled to 0..255."""
     img = np.asarray(img)
     if img.dtype == np.uint8:
         return img
-    if np.issubdtype(img.dtype, np.floating) and img.size and img.max() <= 1.0:
+    if img.dtype == np.bool_:
+        return img.astype(np.uint8) * 255
+    if np.issubdtype(img.dtype, np.floating) and img.size and float(np.nanmax(img)) <= 1.0:
         img = img * 255.0
-    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+    return np.clip(np.round(np.nan_to_num(img)), 0, 255).astype(np.uint8)
 
+
+def _check_image(img: np.ndarray) -> None:
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3, 4))):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"empty image of shape {img.shape}")
+
+
+def to_grey(img: np.ndarray) -> np.ndarray:
+    """HxW, HxWx1 or HxWx3/4 (RGB[A]) -> HxW uint8, ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B)."""
+    img = _as_uint8(img)
+    _check_image(img)
+    if img.ndim == 2:
+        return img
+    if img.shape[2] == 1:
+        return img[..., 0]
+    code = cv2.COLOR_RGBA2GRAY if img.shape[2] == 4 else cv2.COLOR_RGB2GRAY
+    return cv2.cvtColor(np.ascontiguousarray(img), code)
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """HxW (or HxWx1) -> HxWx3 by repeating the grey channel; HxWx3 unchanged; HxWx4 drops alpha. uint8."""
+    img = _as_uint8(img)
+    _check_image(img)
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=2)
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.shape[2] == 3:
+        return img
+    return np.ascontiguousarray(img[..., :3])
+
+
+def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize to ``size`` x ``size`` or to ``(h, w)``: INTER_AREA to shrink, INTER_CUBIC to enlarge; uint8."""
+    img = _as_uint8(img)
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else size
+    h, w = int(h), int(w)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"resize: size must be positive, got {size!r}")
+    if img.shape[0] == h and img.shape[1] == w:
+        return img
+    interp = cv2.INTER_AREA if (h <= img.shape[0] and w <= img.shape[1]) else cv2.INTER_CUBIC
+    out = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+    if img.ndim == 3 and out.ndim == 2:  # cv2 drops a trailing singleton channel
+        out = out[..., None]
+    return out
+
+
+# -- intensity -------------------------------------------------------------------------------------------
 
 def bbhe_lut(grey: np.ndarray) -> np.ndarray:
-    """The 256-entry lookup table of Bi-Histogram Equalisation (Kim 1997) for ``grey``.
+    """The 256-entry lookup table of Bi-Histogram Equalisation (Kim 1997) for a grey uint8 image.
 
-    Split the histogram at the mean Xm; map [0, Xm] onto [0, Xm] and (Xm, 255] onto [Xm+1, 255],
-    each half equalised with its own cumulative distribution. Brightness is largely preserved.
+    The histogram is split at the mean Xm (as an integer level, floor of the mean); levels [0, Xm] are
+    equalised onto [0, Xm] and (Xm, 255] onto [Xm+1, 255], each half with its own CDF.
     """
+    grey = _as_uint8(grey)
     hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
     xm = int(np.floor(grey.mean()))
     lut = np.arange(256, dtype=np.float64)
     lo, hi = hist[: xm + 1], hist[xm + 1:]
     if lo.sum() > 0:
-        lut[: xm + 1] = xm * np.cumsum(lo) / lo.sum()  # X0 = 0 .. Xm
+        lut[: xm + 1] = xm * (np.cumsum(lo) / lo.sum())
     if hi.size and hi.sum() > 0:
-        lut[xm + 1:] = (xm + 1) + (255 - (xm + 1)) * np.cumsum(hi) / hi.sum()
+        lut[xm + 1:] = (xm + 1) + (255 - (xm + 1)) * (np.cumsum(hi) / hi.sum())
     return np.clip(np.round(lut), 0, 255).astype(np.uint8)
 
 
 def bbhe(grey: np.ndarray) -> np.ndarray:
-    """Bi-Histogram Equalisation of a grey uint8 image; a constant image is returned unchanged."""
+    """Bi-Histogram Equalisation of a grey uint8 image (brightness preserving); constant image unchanged."""
     grey = _as_uint8(grey)
     if grey.size == 0 or grey.min() == grey.max():
         return grey.copy()
     return bbhe_lut(grey)[grey]
 
 
-def equalize(img: np.ndarray, method: str = "none", *, clahe_clip: float = 2.0, clahe_tile: int = 8) -> np.ndarray:
-    """Intensity normalisation: none | histeq | clahe | bbhe. RGB images are equalised on luma only."""
-    if method not in INTENSITY_METHODS:
-        raise ValueError(f"unknown intensity method {method!r}; use one of {', '.join(INTENSITY_METHODS)}")
-    img = _as_uint8(img)
-    if method == "none":
-        return img
-    if img.ndim == 3 and img.shape[2] >= 3:
-        rgb = np.ascontiguousarray(img[..., :3])
-        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
-            return to_rgb(equalize(rgb[..., 0], method, clahe_clip=clahe_clip, clahe_tile=clahe_tile))
-        ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-        ycc[..., 0] = equalize(ycc[..., 0], method, clahe_clip=clahe_clip, clahe_tile=clahe_tile)
-        return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
-    grey = to_grey(img)
+def _equalize_grey(grey: np.ndarray, method: str, clahe_clip: float, clahe_tile: int) -> np.ndarray:
+    grey = np.ascontiguousarray(grey)
     if method == "histeq":
-        return cv2.equalizeHist(np.ascontiguousarray(grey))
+        return cv2.equalizeHist(grey)
     if method == "clahe":
-        return cv2.createCLAHE(clipLimit=clahe_clip, tileGridSize=(clahe_tile, clahe_tile)).apply(
-            np.ascontiguousarray(grey))
+        return cv2.createCLAHE(clipLimit=float(clahe_clip), tileGridSize=(int(clahe_tile), int(clahe_tile))).apply(grey)
     return bbhe(grey)
 
 
-def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize to ``size`` x ``size`` (or (h, w)): area interpolation to shrink, cubic to enlarge."""
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else size
-    if img.shape[0] == h and img.shape[1] == w:
-        return img
-    interp = cv2.INTER_AREA if (h < img.shape[0] and w < img.shape[1]) else cv2.INTER_CUBIC
-    return cv2.resize(np.ascontiguousarray(img), (int(w), int(h)), interpolation=interp)
+def equalize(img: np.ndarray, method: str = "none", *, clahe_clip: float = 2.0, clahe_tile: int = 8) -> np.ndarray:
+    """Intensity equalisation: ``none`` | ``histeq`` | ``clahe`` | ``bbhe``.
 
+    Grey images are equalised directly; RGB(A) images on the luma (Y of YCrCb) only, alpha kept.
+    """
+    if method not in INTENSITY_METHODS:
+        raise ValueError(f"unknown intensity method {method!r}; use one of {', '.join(INTENSITY_METHODS)}")
+    img = _as_uint8(img)
+    _check_image(img)
+    if method == "none":
+        return img
+    if img.ndim == 2:
+        return _equalize_grey(img, method, clahe_clip, clahe_tile)
+    if img.shape[2] == 1:
+        return _equalize_grey(img[..., 0], method, clahe_clip, clahe_tile)[..., None]
+    rgb = np.ascontiguousarray(img[..., :3])
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        out = to_rgb(_equalize_grey(rgb[..., 0], method, clahe_clip, clahe_tile))  # grey in 3 channels: exact
+    else:
+        ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+        ycc[..., 0] = _equalize_grey(ycc[..., 0], method, clahe_clip, clahe_tile)
+        out = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+    if img.shape[2] == 4:
+        out = np.concatenate([out, img[..., 3:]], axis=2)
+    return out
+
+
+# -- face detection ----------------------------------------------------------------------------------
 
 @dataclass
 class FaceBox:
-    """A detected face; eye landmarks (x, y) when the detector gives them."""
+    """A detected face (x, y, w, h in pixels of the input image); eye landmarks (x, y) when known.
+
+    ``left_eye`` / ``right_eye`` follow MTCNN: the eye on the image's left / right side.
+    """
 
     x: int
     y: int
@@ -120,25 +163,62 @@ class FaceBox:
     right_eye: tuple[float, float] | None = None
 
 
+_MTCNN = None
+_MTCNN_LOCK = threading.Lock()
+
+
+def _shared_mtcnn():
+    """One MTCNN per process, built on first use (imports TensorFlow)."""
+    global _MTCNN
+    with _MTCNN_LOCK:
+        if _MTCNN is None:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            with contextlib.redirect_stdout(sys.stderr):
+                from mtcnn import MTCNN
+
+                _MTCNN = MTCNN(device="CPU:0")
+        return _MTCNN
+
+
 class FaceDetector:
-    """Largest-face detector: OpenCV's Haar cascade or MTCNN (built lazily, one per thread)."""
+    """Largest-face detector, ``method`` in {"haar", "mtcnn"}; ``detect(img) -> FaceBox | None``.
+
+    The detector is built lazily on first use: a Haar cascade (OpenCV's
+    ``haarcascade_frontalface_default.xml``) per thread, or one process-wide MTCNN whose calls are
+    serialised by a lock. Images whose short side is below ``min_side`` (48x48 crops of CK+ or
+    FER2013) are upscaled before detection; when nothing is found, Haar tries once more on the image
+    padded by edge replication (``pad`` of its side on each border), which helps on tight face crops.
+    Boxes are mapped back to the input's pixel coordinates and may extend past its borders.
+    Picklable: the built detectors are not part of the state.
+    """
 
     HAAR_FILE = "haarcascade_frontalface_default.xml"
-    MIN_SIDE = 160  # small images (48x48 crops) are upscaled to this before detection
 
-    def __init__(self, method: str = "haar"):
-        if method not in ("haar", "mtcnn"):
-            raise ValueError(f"unknown face detector {method!r}; use haar or mtcnn")
+    def __init__(self, method: str = "haar", *, min_side: int = 128, scale_factor: float = 1.1,
+                 min_neighbors: int = 3, min_face: float = 0.2, pad: float = 0.15):
+        if method not in DETECTOR_METHODS:
+            raise ValueError(f"unknown face detector {method!r}; use one of {', '.join(DETECTOR_METHODS)}")
         self.method = method
+        self.min_side = int(min_side)
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_face = float(min_face)
+        self.pad = float(pad)
         self._local = threading.local()
 
-    def __getstate__(self):
-        return {"method": self.method}
+    def __repr__(self) -> str:
+        return f"FaceDetector({self.method!r})"
 
-    def __setstate__(self, state):
-        self.__init__(state["method"])
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        return state
 
-    def _haar(self):
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _haar(self) -> cv2.CascadeClassifier:
         c = getattr(self._local, "haar", None)
         if c is None:
             path = cv2.data.haarcascades + self.HAAR_FILE
@@ -148,63 +228,64 @@ class FaceDetector:
             self._local.haar = c
         return c
 
-    def _mtcnn(self):
-        d = getattr(self._local, "mtcnn", None)
-        if d is None:
-            import contextlib
-            import sys
-
-            with contextlib.redirect_stdout(sys.stderr):
-                from mtcnn import MTCNN
-
-                d = MTCNN(device="CPU:0")
-            self._local.mtcnn = d
-        return d
-
     def detect(self, img: np.ndarray) -> FaceBox | None:
-        """The largest face in ``img`` (uint8 grey or RGB), or None."""
-        img = _as_uint8(img)
+        """The largest face in ``img`` (uint8 grey, RGB or RGBA), or None."""
         grey = to_grey(img)
         h, w = grey.shape
-        scale = max(1.0, self.MIN_SIDE / min(h, w))
+        scale = max(1.0, self.min_side / min(h, w))
         if scale > 1:
             grey = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
-        if self.method == "haar":
-            box = self._detect_haar(grey)
-        else:
-            box = self._detect_mtcnn(grey)
-        if box is None or scale == 1:
+        find = self._detect_haar if self.method == "haar" else self._detect_mtcnn
+        box, offset = find(grey), 0
+        if box is None and self.method == "haar" and self.pad > 0:
+            offset = max(1, int(round(self.pad * min(grey.shape))))
+            padded = cv2.copyMakeBorder(grey, offset, offset, offset, offset, cv2.BORDER_REPLICATE)
+            box = find(padded, min_ref=min(grey.shape))
+        if box is None:
+            return None
+        if scale == 1 and offset == 0:
             return box
-        s = 1.0 / scale
-        eye = lambda e: None if e is None else (e[0] * s, e[1] * s)  # noqa: E731
-        return FaceBox(round(box.x * s), round(box.y * s), max(1, round(box.w * s)), max(1, round(box.h * s)),
-                       box.score, eye(box.left_eye), eye(box.right_eye))
 
-    def _detect_haar(self, grey: np.ndarray) -> FaceBox | None:
-        side = min(grey.shape)
-        faces = self._haar().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4,
-                                              minSize=(max(24, side // 5), max(24, side // 5)))
+        def pt(x: float, y: float) -> tuple[float, float]:
+            return ((x - offset) / scale, (y - offset) / scale)
+
+        def eye(e):
+            return None if e is None else pt(*e)
+
+        x0, y0 = pt(box.x, box.y)
+        return FaceBox(int(round(x0)), int(round(y0)), max(1, int(round(box.w / scale))),
+                       max(1, int(round(box.h / scale))), box.score, eye(box.left_eye), eye(box.right_eye))
+
+    def _detect_haar(self, grey: np.ndarray, min_ref: int | None = None) -> FaceBox | None:
+        m = max(20, int(self.min_face * (min_ref or min(grey.shape))))
+        faces = self._haar().detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                              minSize=(m, m))
         if len(faces) == 0:
             return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
         return FaceBox(int(x), int(y), int(w), int(h))
 
-    def _detect_mtcnn(self, grey: np.ndarray) -> FaceBox | None:
-        rgb = to_rgb(grey)
-        res = self._mtcnn().detect_faces(rgb)
+    def _detect_mtcnn(self, grey: np.ndarray, min_ref: int | None = None) -> FaceBox | None:
+        detector = _shared_mtcnn()
+        with _MTCNN_LOCK:
+            res = detector.detect_faces(to_rgb(grey))
+        if res and isinstance(res[0], list):  # some versions wrap a single image's result
+            res = res[0]
         if not res:
             return None
-        best = max(res, key=lambda r: r["box"][2] * r["box"][3])
-        x, y, w, h = (int(v) for v in best["box"])
+        best = max(res, key=lambda r: float(r["box"][2]) * float(r["box"][3]))
+        x, y, w, h = (int(round(float(v))) for v in best["box"])
         kp = best.get("keypoints") or {}
         le, re_ = kp.get("left_eye"), kp.get("right_eye")
-        return FaceBox(max(0, x), max(0, y), w, h, float(best.get("confidence", 1.0)),
-                       tuple(map(float, le)) if le is not None else None,
-                       tuple(map(float, re_)) if re_ is not None else None)
+        return FaceBox(x, y, max(1, w), max(1, h), float(best.get("confidence", 1.0)),
+                       (float(le[0]), float(le[1])) if le is not None else None,
+                       (float(re_[0]), float(re_[1])) if re_ is not None else None)
 
+
+# -- crop and align ------------------------------------------------------------------------------------
 
 def eye_angle(box: FaceBox) -> float | None:
-    """Angle (degrees) of the line from the left to the right eye in image coordinates."""
+    """Angle in degrees of the eye line (image-left eye to image-right eye, y pointing down), or None."""
     if box.left_eye is None or box.right_eye is None:
         return None
     (x1, y1), (x2, y2) = box.left_eye, box.right_eye
@@ -214,66 +295,98 @@ def eye_angle(box: FaceBox) -> float | None:
 
 
 def crop_face(img: np.ndarray, box: FaceBox, margin: float = 0.2, *, align: bool = False) -> np.ndarray:
-    """Square crop around ``box`` grown by ``margin`` (fraction of its size per side); borders are padded
-    by edge replication. ``align`` rotates about the eye midpoint so the eyes are level (needs landmarks)."""
-    img = np.asarray(img)
+    """Square crop centred on ``box``, side ``max(w, h) * (1 + 2 * margin)``; parts outside the image are
+    filled by edge replication. ``align`` (needs eye landmarks, else a no-op) first rotates the image about
+    the eye midpoint so the eyes are level."""
+    img = _as_uint8(img)
+    _check_image(img)
     cx, cy = box.x + box.w / 2.0, box.y + box.h / 2.0
     angle = eye_angle(box) if align else None
-    if angle is not None and abs(angle) > 0.5:
+    if angle is not None and abs(angle) > 0.1:
         (x1, y1), (x2, y2) = box.left_eye, box.right_eye
         centre = ((x1 + x2) / 2.0, (y1 + y2) / 2.0)
-        m = cv2.getRotationMatrix2D(centre, angle, 1.0)
-        img = cv2.warpAffine(np.ascontiguousarray(img), m, (img.shape[1], img.shape[0]),
+        rot = cv2.getRotationMatrix2D(centre, angle, 1.0)  # positive angle: counter-clockwise on screen
+        squeeze = img.ndim == 3 and img.shape[2] == 1
+        img = cv2.warpAffine(np.ascontiguousarray(img), rot, (img.shape[1], img.shape[0]),
                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        cx, cy = m @ np.array([cx, cy, 1.0])
-    side = max(box.w, box.h) * (1.0 + 2.0 * max(0.0, margin))
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    s = max(1, int(round(side)))
+        if squeeze:
+            img = img[..., None]
+        cx, cy = rot @ np.array([cx, cy, 1.0])
+    s = max(1, int(round(max(box.w, box.h) * (1.0 + 2.0 * max(0.0, float(margin))))))
+    x0, y0 = int(round(cx - s / 2.0)), int(round(cy - s / 2.0))
     h, w = img.shape[:2]
-    pad = max(0, -x0, -y0, x0 + s - w, y0 + s - h)
-    if pad:
-        widths = ((pad, pad), (pad, pad)) + (((0, 0),) if img.ndim == 3 else ())
-        img = np.pad(img, widths, mode="edge")
-        x0, y0 = x0 + pad, y0 + pad
-    return np.ascontiguousarray(img[y0:y0 + s, x0:x0 + s])
+    if x0 >= 0 and y0 >= 0 and x0 + s <= w and y0 + s <= h:
+        return np.ascontiguousarray(img[y0:y0 + s, x0:x0 + s])
+    ys = np.clip(np.arange(y0, y0 + s), 0, h - 1)  # clipped indices = edge-replication padding
+    xs = np.clip(np.arange(x0, x0 + s), 0, w - 1)
+    return np.ascontiguousarray(img[ys[:, None], xs[None, :]])
 
+
+# -- pipeline ----------------------------------------------------------------------------------------
 
 @dataclass
 class PreprocessConfig:
     """Settings of the per-image pipeline (part of the feature-cache key)."""
 
     image_size: int = 224
-    face_crop: str = "none"
+    face_crop: str = "none"     # none | haar | mtcnn
     face_margin: float = 0.2
     align: bool = False
-    intensity: str = "none"
+    intensity: str = "none"     # none | histeq | clahe | bbhe
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON-able dict."""
+        d = asdict(self)
+        d["image_size"], d["face_margin"], d["align"] = int(d["image_size"]), float(d["face_margin"]), bool(d["align"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad option and what is allowed."""
+        if self.face_crop not in FACE_CROP_METHODS:
+            raise ValueError(f"unknown face_crop {self.face_crop!r}; use one of {', '.join(FACE_CROP_METHODS)}")
+        if self.intensity not in INTENSITY_METHODS:
+            raise ValueError(f"unknown intensity {self.intensity!r}; use one of {', '.join(INTENSITY_METHODS)}")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
+                or self.image_size < 8:
+            raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
+        try:
+            margin = float(self.face_margin)
+        except (TypeError, ValueError):
+            margin = float("nan")
+        if not (0.0 <= margin <= 2.0):
+            raise ValueError(f"face_margin must be a number within 0..2, got {self.face_margin!r}")
+        if not isinstance(self.align, (bool, np.bool_)):
+            raise ValueError(f"align must be True or False, got {self.align!r}")
 
 
 class Preprocessor:
-    """Image (HxW or HxWxC uint8) -> (HxWx3 uint8 RGB at ``image_size``, face found or None).
+    """Callable pipeline: image (HxW or HxWxC uint8) -> (HxWx3 uint8 RGB at ``image_size``, face_found).
 
-    Order: detect the face on the original image, crop it (none found: keep the whole image), equalise
-    intensity, grey to RGB, resize. Safe to call from several threads.
+    Order: detect the face on the original image (grey copy) -> crop it (none found: keep the whole image,
+    face_found False) -> intensity equalisation -> grey to RGB -> resize. ``face_found`` is None when
+    ``face_crop == "none"``. ``align`` only acts with MTCNN (Haar gives no eye landmarks).
+    Picklable; safe to call from a thread pool (one Haar cascade per thread, MTCNN behind a lock).
     """
 
     def __init__(self, config: PreprocessConfig | None = None, **kwargs):
-        self.config = config or PreprocessConfig(**kwargs)
+        if config is not None and kwargs:
+            raise TypeError("pass either a PreprocessConfig or keyword options, not both")
+        self.config = config if config is not None else PreprocessConfig(**kwargs)
+        self.config.validate()
         c = self.config
-        if c.face_crop not in FACE_CROP_METHODS:
-            raise ValueError(f"unknown face_crop {c.face_crop!r}; use one of {', '.join(FACE_CROP_METHODS)}")
-        if c.intensity not in INTENSITY_METHODS:
-            raise ValueError(f"unknown intensity {c.intensity!r}; use one of {', '.join(INTENSITY_METHODS)}")
-        if int(c.image_size) < 8:
-            raise ValueError(f"image_size must be >= 8, got {c.image_size}")
-        if not (0.0 <= float(c.face_margin) <= 2.0):
-            raise ValueError(f"face_margin must be within 0..2, got {c.face_margin}")
         self.detector = FaceDetector(c.face_crop) if c.face_crop != "none" else None
+
+    def __repr__(self) -> str:
+        return f"Preprocessor({self.config!r})"
 
     def __call__(self, img: np.ndarray) -> tuple[np.ndarray, bool | None]:
         img = _as_uint8(img)
+        _check_image(img)
         if img.ndim == 3 and img.shape[2] == 4:
             img = img[..., :3]
         found: bool | None = None
@@ -281,6 +394,6 @@ class Preprocessor:
             box = self.detector.detect(img)
             found = box is not None
             if box is not None:
-                img = crop_face(img, box, self.config.face_margin, align=self.config.align)
+                img = crop_face(img, box, float(self.config.face_margin), align=bool(self.config.align))
         img = equalize(img, self.config.intensity)
         return resize(to_rgb(img), int(self.config.image_size)), found

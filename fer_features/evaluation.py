@@ -1,0 +1,261 @@
+"""Evaluation protocols and metrics: the honest protocol is the default, the leaky ones say so.
+
+Protocols: ``holdout`` (stratified), ``kfold`` (stratified), ``group-kfold`` (subject-independent,
+stratified where possible), ``loso`` (leave one subject out), ``official`` (the dataset's own split).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from . import classifiers as clfs
+
+PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official")
+SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
+VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
+TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
+
+
+class ProtocolError(ValueError):
+    """A protocol that cannot run on these data (no subjects, no split...)."""
+
+
+def default_protocol(has_subjects: bool, has_split: bool) -> str:
+    """group-kfold with subject ids, else official with a split, else kfold."""
+    if has_subjects:
+        return "group-kfold"
+    if has_split:
+        return "official"
+    return "kfold"
+
+
+def describe_protocol(protocol: str, n_folds: int, **kw) -> str:
+    """A one-line statement of what a protocol measures, for every printed result."""
+    if protocol == "loso":
+        return f"leave-one-subject-out ({n_folds} subjects): subject-independent"
+    if protocol == "group-kfold":
+        return f"subject-grouped {n_folds}-fold: subject-independent"
+    if protocol == "kfold":
+        return f"stratified {n_folds}-fold by image: the same person can be in train and test"
+    if protocol == "holdout":
+        return f"stratified holdout, test size {kw.get('test_size')}: the same person can be in train and test"
+    if protocol == "official":
+        return f"official split: train {kw.get('train_splits')} / test {kw.get('test_split')}"
+    return protocol
+
+
+def _official(split: np.ndarray, test_split: str | None, train_splits: Sequence[str] | None):
+    names = [s for s in dict.fromkeys(split.tolist()) if s]
+    if not names:
+        raise ProtocolError("protocol 'official' needs a dataset split (e.g. FER2013's Usage column)")
+    if test_split is None:
+        test_split = next((t for t in TEST_SPLIT_NAMES if t in names), None)
+        if test_split is None:
+            raise ProtocolError(f"no test split among {names}; pass --test-split")
+    if test_split not in names:
+        raise ProtocolError(f"test split {test_split!r} not among {names}")
+    if not train_splits:
+        train_splits = [s for s in names if s != test_split and s.lower() not in VALIDATION_SPLITS]
+    train_splits = list(train_splits)
+    if not train_splits:
+        raise ProtocolError(f"no training split among {names}")
+    tr = np.flatnonzero(np.isin(split, train_splits))
+    te = np.flatnonzero(split == test_split)
+    return [(tr, te)], test_split, train_splits
+
+
+def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, split: np.ndarray | None = None,
+                *, folds: int = 10, test_size: float = 0.1, test_split: str | None = None,
+                train_splits: Sequence[str] | None = None, seed: int = 0) -> tuple[list, dict]:
+    """Train/test index pairs for ``protocol`` plus a dict describing what was done."""
+    from sklearn.model_selection import (LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold,
+                                         StratifiedShuffleSplit)
+
+    y = np.asarray(y)
+    idx = np.arange(len(y))
+    has_groups = groups is not None and len(groups) and all(g != "" for g in groups)
+    info: dict[str, Any] = {"protocol": protocol, "seed": seed}
+    if protocol in SUBJECT_INDEPENDENT and not has_groups:
+        raise ProtocolError(f"protocol {protocol!r} needs subject ids; this dataset has none (use kfold or official)")
+    if protocol == "holdout":
+        sss = StratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+        splits = list(sss.split(idx, y))
+        info["test_size"] = test_size
+    elif protocol == "kfold":
+        k = min(folds, int(np.min(np.bincount(np.unique(y, return_inverse=True)[1]))))
+        if k < 2:
+            raise ProtocolError("kfold needs at least 2 images per class")
+        if k < folds:
+            warnings.warn(f"kfold: smallest class has {k} images, using {k} folds instead of {folds}")
+        splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y))
+    elif protocol == "group-kfold":
+        n_groups = len(set(groups))
+        k = min(folds, n_groups)
+        if k < 2:
+            raise ProtocolError("group-kfold needs at least 2 subjects")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "least populated class" when stratification is partial
+            splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y, groups))
+    elif protocol == "loso":
+        splits = list(LeaveOneGroupOut().split(idx, y, groups))
+    elif protocol == "official":
+        if split is None:
+            raise ProtocolError("protocol 'official' needs a dataset split")
+        splits, test_split, train_splits = _official(np.asarray(split), test_split, train_splits)
+        info.update(test_split=test_split, train_splits=train_splits)
+    else:
+        raise ProtocolError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    info["n_folds"] = len(splits)
+    info["subject_independent"] = protocol in SUBJECT_INDEPENDENT
+    if has_groups and protocol not in SUBJECT_INDEPENDENT:
+        shared = sum(len(set(groups[tr]) & set(groups[te])) for tr, te in splits)
+        info["subjects_in_train_and_test"] = int(shared)
+    info["description"] = describe_protocol(protocol, len(splits), **{k: v for k, v in info.items() if k not in ("protocol", "n_folds")})
+    return splits, info
+
+
+def row_hashes(X: np.ndarray) -> np.ndarray:
+    """One hash per feature row: identical images give identical rows."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    return np.array([hashlib.blake2b(r.tobytes(), digest_size=12).hexdigest() for r in X], dtype=object)
+
+
+def duplicate_report(hashes: np.ndarray, splits: list) -> dict[str, int]:
+    """Rows duplicated within the data, and test rows whose exact copy is in that fold's training part."""
+    counts = Counter(hashes.tolist())
+    cross = 0
+    for tr, te in splits:
+        train_set = set(hashes[tr].tolist())
+        cross += int(sum(h in train_set for h in hashes[te].tolist()))
+    return {"duplicate_rows": int(sum(c - 1 for c in counts.values() if c > 1)),
+            "test_rows_duplicated_in_train": cross}
+
+
+def _run_fold(pipe, X, y, tr, te):
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs iteration-limit notices: the preset's limit is the definition
+        pipe.fit(X[tr], y[tr])
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    pred = pipe.predict(X[te])
+    return pred, fit_s, time.perf_counter() - t
+
+
+def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifier: str, splits: list,
+             protocol_info: dict, *, engine: str = clfs.DEFAULT_ENGINE, overrides: dict | None = None,
+             pca: float | int | None = None, n_jobs: int | None = None, hashes: np.ndarray | None = None
+             ) -> dict[str, Any]:
+    """Fit and score ``classifier`` on every fold; return the result dict (JSON-ready)."""
+    pipe = clfs.make_classifier(classifier, overrides, engine=engine, pca=pca)
+    if n_jobs is None:
+        n_jobs = min(len(splits), os.cpu_count() or 1, 2)
+    t0 = time.perf_counter()
+    if n_jobs > 1 and len(splits) > 1:
+        outs = Parallel(n_jobs=n_jobs)(delayed(_run_fold)(clone(pipe), X, y, tr, te) for tr, te in splits)
+    else:
+        outs = [_run_fold(clone(pipe), X, y, tr, te) for tr, te in splits]
+    wall = time.perf_counter() - t0
+    labels_idx = np.arange(len(label_names))
+    y_true = np.concatenate([y[te] for _, te in splits])
+    y_pred = np.concatenate([o[0] for o in outs])
+    fold_acc = [float(accuracy_score(y[te], o[0])) for (_, te), o in zip(splits, outs)]
+    cm = confusion_matrix(y_true, y_pred, labels=labels_idx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = cm.diagonal() / cm.sum(axis=1)
+    present = cm.sum(axis=1) > 0
+    res: dict[str, Any] = {
+        "classifier": classifier,
+        "params": clfs.describe(classifier)["params"] | (overrides or {}),
+        "protocol": protocol_info["protocol"],
+        "protocol_description": protocol_info["description"],
+        "subject_independent": protocol_info["subject_independent"],
+        "leaky": False,
+        "accuracy": float(np.mean(fold_acc)),
+        "accuracy_std": float(np.std(fold_acc)),
+        "accuracy_pooled": float(accuracy_score(y_true, y_pred)),
+        "fold_accuracies": fold_acc,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels_idx[present], average="macro", zero_division=0)),
+        "labels": list(label_names),
+        "per_class_accuracy": {n: (float(a) if p else None) for n, a, p in zip(label_names, per_class, present)},
+        "confusion_matrix": cm.tolist(),
+        "fit_seconds": float(sum(o[1] for o in outs)),
+        "predict_seconds": float(sum(o[2] for o in outs)),
+        "wall_seconds": float(wall),
+        "n_train": int(round(np.mean([len(tr) for tr, _ in splits]))),
+        "n_test": int(sum(len(te) for _, te in splits)),
+        "n_folds": len(splits),
+        "n_jobs": int(n_jobs),
+        "threads": os.cpu_count(),
+        "engine": clfs.engine_used(classifier, engine),
+        "pca": pca,
+    }
+    for k in ("test_split", "train_splits", "subjects_in_train_and_test", "test_size", "seed"):
+        if k in protocol_info:
+            res[k] = protocol_info[k]
+    if hashes is not None:
+        res.update(duplicate_report(hashes, splits))
+    return res
+
+
+def protocol_for_cache(cache, protocol: str = "auto", *, folds: int = 10, test_size: float = 0.1,
+                       test_split: str | None = None, seed: int = 0) -> tuple[list, dict, list[str]]:
+    """Splits for a loaded cache, the protocol description, and warnings to show the user."""
+    notes: list[str] = []
+    if protocol == "auto":
+        protocol = default_protocol(cache.has_subjects, cache.has_split)
+    if protocol in ("holdout", "kfold") and cache.has_subjects:
+        notes.append(f"warning: protocol {protocol} splits by image although the data have subject ids: "
+                     "the same person is in train and test, which inflates accuracy "
+                     "(use group-kfold or loso for a subject-independent measure)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits, info = make_splits(protocol, cache.labels, cache.subjects if cache.has_subjects else None,
+                                   cache.split if cache.has_split else None, folds=folds, test_size=test_size,
+                                   test_split=test_split, seed=seed)
+    notes += [f"warning: {w.message}" for w in caught if issubclass(w.category, UserWarning)]
+    return splits, info, notes
+
+
+def cache_summary(cache) -> dict[str, Any]:
+    s = cache.settings
+    return {"cache": str(cache.path), "dataset": s.get("dataset_format", ""), "n_images": len(cache),
+            "backbone": s.get("backbone"), "features": {k: s.get(k) for k in
+                                                        ("image_size", "pooling", "layer", "preprocess",
+                                                         "face_crop", "weights")}}
+
+
+def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int = 10, test_size: float = 0.1,
+        test_split: str | None = None, seed: int = 0, engine: str = clfs.DEFAULT_ENGINE,
+        overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
+        on_result=None) -> tuple[list[dict], list[str]]:
+    """Evaluate each classifier on the same folds of a cache; returns (results, warnings)."""
+    for name in classifiers:
+        clfs.get_preset(name)
+    splits, info, notes = protocol_for_cache(cache, protocol, folds=folds, test_size=test_size,
+                                             test_split=test_split, seed=seed)
+    hashes = row_hashes(cache.features)
+    dup = duplicate_report(hashes, splits)
+    if dup["test_rows_duplicated_in_train"]:
+        notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
+                     f"in their training part ({dup['duplicate_rows']} duplicate rows in the data)")
+    X = np.asarray(cache.features, dtype=np.float32)
+    results = []
+    for name in classifiers:
+        r = evaluate(X, cache.labels, cache.label_names, name, splits, info, engine=engine,
+                     overrides=overrides, pca=pca, n_jobs=n_jobs, hashes=hashes)
+        r.update(cache_summary(cache))
+        r["warnings"] = notes
+        results.append(r)
+        if on_result:
+            on_result(r)
+    return results, notes
