@@ -1,0 +1,172 @@
+"""Classifier presets, evaluation protocols (no subject leaks), reports, saved models and the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_features import classifiers as C
+from fer_features import evaluation as ev
+from fer_features.cache import CacheWriter, load_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["angry", "happy", "sad"]
+
+
+def blobs(n_subjects=6, per=6, dim=16, seed=0, sep=3.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(LABELS), dim)) * sep
+    X, y, g = [], [], []
+    for s in range(n_subjects):
+        offset = rng.normal(size=dim)
+        for i in range(per):
+            c = i % len(LABELS)
+            X.append(centres[c] + offset + rng.normal(size=dim) * 0.5)
+            y.append(c)
+            g.append(f"S{s:02d}")
+    return np.array(X, np.float32), np.array(y), np.array(g, dtype=object)
+
+
+def write_cache(path, X, y, subjects, split=None):
+    w = CacheWriter(path, "k", X.shape[1], LABELS, {"settings_json": json.dumps({"backbone": "test"})})
+    w.open()
+    n = len(y)
+    w.append(X, y, subjects, split if split is not None else [""] * n, [f"img{i}.png" for i in range(n)],
+             [LABELS[i] for i in y], [-1] * n, n_processed=n)
+    return w.finish()
+
+
+@pytest.mark.parametrize("name", list(C.PRESETS))
+@pytest.mark.parametrize("engine", C.ENGINES)
+def test_every_preset_learns_separable_data(name, engine):
+    X, y, _ = blobs(n_subjects=40, per=6, seed=1)  # 120 training rows: enough for coarse_knn (100 neighbours)
+    pipe = C.make_classifier(name, engine=engine)
+    assert pipe.steps[0][0] == "scale"
+    pipe.fit(X[::2], y[::2])
+    assert (pipe.predict(X[1::2]) == y[1::2]).mean() > 0.8, name
+
+
+def test_cubic_svm_is_matlabs_kernel_with_scale_sqrt_d():
+    """(1 + x'y/s^2)^3 with s = sqrt(D) on standardised features equals the fitted SVC's kernel."""
+    from sklearn.metrics.pairwise import polynomial_kernel
+
+    X, y, _ = blobs()
+    pipe = C.make_classifier("cubic_svm", engine="sklearn").fit(X, y)
+    Z = pipe.named_steps["scale"].transform(X)
+    svc = pipe.named_steps["clf"]
+    assert svc.degree == 3 and svc.coef0 == 1.0
+    assert np.isclose(svc._gamma, 1.0 / Z.shape[1], rtol=1e-3)  # unit variance after scaling
+    np.testing.assert_allclose(polynomial_kernel(Z[:5], Z[:5], degree=3, gamma=svc._gamma, coef0=1),
+                               (1 + Z[:5] @ Z[:5].T / Z.shape[1]) ** 3, rtol=1e-3)
+
+
+def test_overrides_and_errors():
+    assert C.parse_overrides(["C=10", "gamma=0.001", "kernel=rbf", "hidden_layer_sizes=(50,20)"]) == {
+        "C": 10, "gamma": 0.001, "kernel": "rbf", "hidden_layer_sizes": (50, 20)}
+    assert C.make_classifier("cubic_svm", {"C": 10}).named_steps["clf"].C == 10
+    assert C.make_classifier("wide_nn").named_steps["clf"].hidden_layer_sizes == (100,)
+    with pytest.raises(C.ClassifierError):
+        C.get_preset("deep_forest")
+    with pytest.raises(C.ClassifierError):
+        C.make_classifier("lda", {"no_such_param": 1})
+    with pytest.raises(C.ClassifierError):
+        C.parse_overrides(["C"])
+
+
+def test_subject_independent_protocols_never_share_a_subject():
+    X, y, g = blobs(n_subjects=12)
+    for proto in ("group-kfold", "loso"):
+        splits, info = ev.make_splits(proto, y, g, folds=5)
+        assert info["subject_independent"]
+        tested = np.concatenate([te for _, te in splits])
+        assert sorted(tested) == list(range(len(y)))  # every image tested exactly once
+        for tr, te in splits:
+            assert not set(g[tr]) & set(g[te])
+    splits, _ = ev.make_splits("loso", y, g)
+    assert len(splits) == 12 and all(len(set(g[te])) == 1 for _, te in splits)
+    _, info = ev.make_splits("kfold", y, g, folds=3)
+    assert info["subjects_in_train_and_test"] > 0  # the leak is measured and reported
+    with pytest.raises(ev.ProtocolError):
+        ev.make_splits("loso", y, None)
+
+
+def test_official_split_and_default_protocol():
+    y = np.array([0, 1, 2] * 10)
+    split = np.array(["Training"] * 18 + ["PublicTest"] * 6 + ["PrivateTest"] * 6, dtype=object)
+    (tr, te), = ev.make_splits("official", y, None, split)[0]
+    assert set(split[tr]) == {"Training"} and set(split[te]) == {"PrivateTest"}
+    (tr, te), = ev.make_splits("official", y, None, split, test_split="PublicTest")[0]
+    assert set(split[te]) == {"PublicTest"}
+    assert ev.default_protocol(True, True) == "group-kfold"
+    assert ev.default_protocol(False, True) == "official"
+    assert ev.default_protocol(False, False) == "kfold"
+
+
+def test_evaluate_result_and_duplicates(tmp_path):
+    X, y, g = blobs()
+    X[1] = X[0]  # an exact duplicate image: reported, not hidden
+    cache = load_cache(write_cache(tmp_path / "c.h5", X, y, g))
+    results, notes = ev.run(cache, ["linear_svm", "fine_knn"], "kfold", folds=3)
+    r = results[0]
+    for key in ("protocol", "classifier", "accuracy", "accuracy_std", "macro_f1", "per_class_accuracy", "labels",
+                "confusion_matrix", "fit_seconds", "predict_seconds", "n_train", "n_test", "n_folds", "engine"):
+        assert key in r
+    assert np.sum(r["confusion_matrix"]) == len(y) == r["n_test"]
+    assert r["duplicate_rows"] == 1
+    assert any("kfold splits by image" in n for n in notes)  # random protocol on subject data: warned
+    assert results[1]["classifier"] == "fine_knn"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fer_features", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+
+
+def test_cli_classify_json_compare_report_and_predict(tmp_path, jaffe_dir):
+    """On JAFFE: LOSO classify with JSON, compare with a report folder, save + predict on real images."""
+    from fer_features.extract import extract_dataset
+
+    cache = extract_dataset(jaffe_dir, cache_dir=tmp_path / "cache", image_size=96, progress=False)
+    p = run_cli("classify", "--cache", cache, "--clf", "cubic_svm", "--protocol", "loso", "--json",
+                "--save", tmp_path / "m.skops")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["protocol"] == "loso" and r["n_folds"] == 10 and r["subject_independent"]
+    assert np.sum(r["confusion_matrix"]) == 213 and r["n_test"] == 213
+    assert 0.14 < r["accuracy"] <= 1.0  # above chance (1/7) even with naive whole-image features
+    rep = tmp_path / "rep"
+    p = run_cli("compare", "--cache", cache, "--clf", "linear_svm,medium_knn,lda", "--protocol", "group-kfold",
+                "--folds", "5", "--report-dir", rep)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name in ("linear_svm", "medium_knn", "lda"):
+        assert any(line.startswith(name) for line in p.stdout.splitlines())
+        assert (rep / f"confusion_{name}.png").stat().st_size > 1000
+    assert (rep / "report.md").read_text().count("|") > 10 and (rep / "results.csv").exists()
+    assert len(json.loads((rep / "results.json").read_text())) == 3
+    imgs = sorted(jaffe_dir.glob("*.tiff"))[:3]
+    bad = tmp_path / "broken.png"
+    bad.write_text("no image")
+    p = run_cli("predict", "--model", tmp_path / "m.skops", *imgs, bad, "--json")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [json.loads(line) for line in p.stdout.strip().splitlines()]
+    assert len(rows) == 4 and rows[-1]["error"] and "broken.png" in rows[-1]["error"]
+    for row in rows[:3]:
+        assert row["label"] in r["labels"] and abs(sum(row["probabilities"].values()) - 1) < 1e-6
+
+
+def test_cli_errors_exit_2(tmp_path):
+    p = run_cli("classify", "--cache", tmp_path / "none.h5")
+    assert p.returncode == 2 and "none.h5" in p.stderr
+    X, y, g = blobs()
+    c = write_cache(tmp_path / "c.h5", X, y, [""] * len(y))
+    p = run_cli("classify", "--cache", c, "--protocol", "loso")
+    assert p.returncode == 2 and "subject" in p.stderr
+    p = run_cli("classify", "--cache", c, "--clf", "nope")
+    assert p.returncode == 2 and "unknown classifier" in p.stderr
+    (tmp_path / "x.skops").write_text("nope")
+    p = run_cli("predict", "--model", tmp_path / "x.skops", tmp_path)
+    assert p.returncode == 2
