@@ -208,7 +208,6 @@ def _add_classify(sub) -> None:
 
 
 def _cmd_classify(a) -> int:
-    import json as _json
 
     from . import evaluation as ev
     from .cache import load_cache
@@ -221,8 +220,8 @@ def _cmd_classify(a) -> int:
                         pca=_pca_arg(a.pca), n_jobs=a.n_jobs)
     r = results[0]
     if a.save:
-        r["saved_model"] = str(_save(cache, a, overrides))
-        r["saved_model_trained_on"] = a._trained_on
+        path, trained_on = _save(cache, a, overrides)
+        r["saved_model"], r["saved_model_trained_on"] = str(path), trained_on
     if a.report_dir:
         from .reports import write_report
 
@@ -231,11 +230,12 @@ def _cmd_classify(a) -> int:
     if a.save:
         print(f"\nmodel saved: {r['saved_model']} (trained on {r['saved_model_trained_on']})")
     if a.json:
-        print(_json.dumps(r))
+        print(json.dumps(r))
     return 0
 
 
-def _save(cache, a, overrides):
+def _save(cache, a, overrides) -> tuple:
+    """Train the preset on all images (or the training split) and save it; returns (path, trained on)."""
     import numpy as np
 
     from .classifiers import make_classifier
@@ -254,9 +254,7 @@ def _save(cache, a, overrides):
     pipe.fit(cache.features[idx], cache.labels[idx])
     info = {"classifier": a.clf, "engine": "sklearn", "overrides": overrides, "trained_on": trained_on,
             "n_train": int(len(idx)), "cache": str(cache.path)}
-    a._trained_on = trained_on
-    path = save_model(a.save, pipe, cache.label_names, extraction_settings(cache), info)
-    return path
+    return save_model(a.save, pipe, cache.label_names, extraction_settings(cache), info), trained_on
 
 
 def _add_compare(sub) -> None:
@@ -271,31 +269,32 @@ def _add_compare(sub) -> None:
 
 
 def _cmd_compare(a) -> int:
-    import json as _json
-    import sys as _sys
 
     from . import classifiers as C
     from . import evaluation as ev
     from .cache import load_cache
     from .reports import protocol_header, text_table, write_report
 
-    names = list(C.PRESETS) if a.clf in ("all", "") else [n.strip() for n in a.clf.split(",") if n.strip()]
-    if a.clf == "seed":
+    if a.clf in ("all", ""):
+        names = list(C.PRESETS)
+    elif a.clf == "seed":
         names = C.SEED_CLASSIFIERS
+    else:
+        names = [n.strip() for n in a.clf.split(",") if n.strip()]
     cache = load_cache(a.cache)
     done = []
 
     def progress(r):
         done.append(r)
         print(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % "
-              f"(fit {r['fit_seconds']:.2f} s)", file=_sys.stderr)
+              f"(fit {r['fit_seconds']:.2f} s)", file=sys.stderr)
 
     results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
                             test_split=a.test_split, seed=a.seed, engine=a.engine,
                             overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
                             on_result=progress)
     for inc in a.include:
-        data = _json.loads(open(inc).read())
+        data = json.loads(open(inc).read())
         results += data if isinstance(data, list) else [data]
     print(protocol_header(results))
     for w in notes:
@@ -306,7 +305,7 @@ def _cmd_compare(a) -> int:
         md = write_report(results, a.report_dir, title=f"Classifier comparison on {cache.path.name}")
         print(f"\nreport: {md}")
     if a.json:
-        print(_json.dumps(results))
+        print(json.dumps(results))
     return 0
 
 
@@ -318,13 +317,12 @@ def _add_classifiers(sub) -> None:
 
 
 def _cmd_classifiers(a) -> int:
-    import json as _json
 
     from . import classifiers as C
 
     rows = [C.describe(n) for n in C.PRESETS]
     if a.json:
-        print(_json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1))
         return 0
     w = max(len(r["name"]) for r in rows)
     for r in rows:
@@ -349,8 +347,6 @@ def _add_predict(sub) -> None:
 
 def _cmd_predict(a) -> int:
     import csv
-    import json as _json
-    import sys as _sys
 
     from .models import expand_inputs, load_model, predict_images
 
@@ -362,9 +358,9 @@ def _cmd_predict(a) -> int:
     labels = bundle["label_names"]
     if a.json:
         for r in rows:
-            print(_json.dumps(r))
+            print(json.dumps(r))
     else:
-        w = csv.writer(_sys.stdout, lineterminator="\n")
+        w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["path", "label", *[f"p_{lab}" for lab in labels], "error"])
         for r in rows:
             probs = r.get("probabilities") or {}
@@ -372,7 +368,7 @@ def _cmd_predict(a) -> int:
                         r["error"]])
     n_err = sum(1 for r in rows if r["error"])
     if n_err:
-        print(f"{n_err} of {len(rows)} image(s) could not be read", file=_sys.stderr)
+        print(f"{n_err} of {len(rows)} image(s) could not be read", file=sys.stderr)
     return 0
 
 

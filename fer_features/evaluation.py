@@ -38,8 +38,9 @@ def default_protocol(has_subjects: bool, has_split: bool) -> str:
     return "kfold"
 
 
-def describe_protocol(protocol: str, n_folds: int, **kw) -> str:
-    """A one-line statement of what a protocol measures, for every printed result."""
+def describe_protocol(info: dict[str, Any]) -> str:
+    """A one-line statement of what a protocol measures (from ``make_splits``' info), for every result."""
+    protocol, n_folds = info["protocol"], info["n_folds"]
     if protocol == "loso":
         return f"leave-one-subject-out ({n_folds} subjects): subject-independent"
     if protocol == "group-kfold":
@@ -47,9 +48,9 @@ def describe_protocol(protocol: str, n_folds: int, **kw) -> str:
     if protocol == "kfold":
         return f"stratified {n_folds}-fold by image: the same person can be in train and test"
     if protocol == "holdout":
-        return f"stratified holdout, test size {kw.get('test_size')}: the same person can be in train and test"
+        return f"stratified holdout, test size {info.get('test_size')}: the same person can be in train and test"
     if protocol == "official":
-        return f"official split: train {kw.get('train_splits')} / test {kw.get('test_split')}"
+        return f"official split: train {info.get('train_splits')} / test {info.get('test_split')}"
     return protocol
 
 
@@ -119,7 +120,7 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
     if has_groups and protocol not in SUBJECT_INDEPENDENT:
         shared = sum(len(set(groups[tr]) & set(groups[te])) for tr, te in splits)
         info["subjects_in_train_and_test"] = int(shared)
-    info["description"] = describe_protocol(protocol, len(splits), **{k: v for k, v in info.items() if k not in ("protocol", "n_folds")})
+    info["description"] = describe_protocol(info)
     return splits, info
 
 
@@ -153,9 +154,12 @@ def _run_fold(pipe, X, y, tr, te):
 
 def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifier: str, splits: list,
              protocol_info: dict, *, engine: str = clfs.DEFAULT_ENGINE, overrides: dict | None = None,
-             pca: float | int | None = None, n_jobs: int | None = None, hashes: np.ndarray | None = None
+             pca: float | int | None = None, n_jobs: int | None = None, duplicates: dict[str, int] | None = None
              ) -> dict[str, Any]:
-    """Fit and score ``classifier`` on every fold; return the result dict (JSON-ready)."""
+    """Fit and score ``classifier`` on every fold; return the result dict (JSON-ready).
+
+    ``duplicates``: the ``duplicate_report`` of these folds, added to the result as is.
+    """
     pipe = clfs.make_classifier(classifier, overrides, engine=engine, pca=pca)
     if n_jobs is None:
         n_jobs = min(len(splits), os.cpu_count() or 1, 2)
@@ -202,8 +206,7 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
     for k in ("test_split", "train_splits", "subjects_in_train_and_test", "test_size", "seed"):
         if k in protocol_info:
             res[k] = protocol_info[k]
-    if hashes is not None:
-        res.update(duplicate_report(hashes, splits))
+    res.update(duplicates or {})
     return res
 
 
@@ -243,8 +246,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         clfs.get_preset(name)
     splits, info, notes = protocol_for_cache(cache, protocol, folds=folds, test_size=test_size,
                                              test_split=test_split, seed=seed)
-    hashes = row_hashes(cache.features)
-    dup = duplicate_report(hashes, splits)
+    dup = duplicate_report(row_hashes(cache.features), splits)  # once: the folds are the same for every row
     if dup["test_rows_duplicated_in_train"]:
         notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
                      f"in their training part ({dup['duplicate_rows']} duplicate rows in the data)")
@@ -252,7 +254,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     results = []
     for name in classifiers:
         r = evaluate(X, cache.labels, cache.label_names, name, splits, info, engine=engine,
-                     overrides=overrides, pca=pca, n_jobs=n_jobs, hashes=hashes)
+                     overrides=overrides, pca=pca, n_jobs=n_jobs, duplicates=dup)
         r.update(cache_summary(cache))
         r["warnings"] = notes
         results.append(r)

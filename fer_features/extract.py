@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from . import backbones as bb
 from .cache import CacheWriter, cache_filename, cache_key, load_cache, is_complete, package_versions
-from .preprocess import FACE_CROP_METHODS, INTENSITY_METHODS, PreprocessConfig, Preprocessor
+from .preprocess import INTENSITY_METHODS, PreprocessConfig, Preprocessor
 
 DEFAULT_CACHE_DIR = "cache"
 
@@ -61,10 +61,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _validate(self) -> bb.BackboneConfig:
         cfg = bb.get_config(self.backbone)
         bb.parse_pooling(self.pooling)
-        if self.preprocess not in INTENSITY_METHODS:
+        if self.preprocess not in INTENSITY_METHODS:  # named after this estimator's parameter
             raise ValueError(f"unknown preprocess {self.preprocess!r}; use one of {', '.join(INTENSITY_METHODS)}")
-        if self.face_crop not in FACE_CROP_METHODS:
-            raise ValueError(f"unknown face_crop {self.face_crop!r}; use one of {', '.join(FACE_CROP_METHODS)}")
+        self._preprocess_config().validate()  # face crop, margin, size: the preprocessing's own checks
         if int(self.batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
         return cfg
@@ -88,10 +87,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             "align": bool(self.align) if self.face_crop != "none" else False,
         }
 
+    def _preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig(image_size=self.resolved_image_size(), face_crop=self.face_crop,
+                                face_margin=float(self.face_margin), align=bool(self.align),
+                                intensity=self.preprocess)
+
     def preprocessor(self) -> Preprocessor:
-        return Preprocessor(PreprocessConfig(
-            image_size=self.resolved_image_size(), face_crop=self.face_crop,
-            face_margin=float(self.face_margin), align=bool(self.align), intensity=self.preprocess))
+        return Preprocessor(self._preprocess_config())
 
     # -- scikit-learn API ------------------------------------------------------------------------
     def fit(self, X=None, y=None):

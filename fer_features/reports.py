@@ -62,12 +62,18 @@ def protocol_header(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion(result: dict, path: str | Path) -> Path:
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_confusion(result: dict, path: str | Path) -> Path:
+    plt = _pyplot()
     cm = np.asarray(result["confusion_matrix"], dtype=float)
     labels = result["labels"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -92,11 +98,7 @@ def plot_confusion(result: dict, path: str | Path) -> Path:
 
 
 def plot_bars(results: Sequence[dict], path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = [r["classifier"] for r in results]
     acc = [100 * r["accuracy"] for r in results]
     err = [100 * r.get("accuracy_std", 0) for r in results]

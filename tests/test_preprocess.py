@@ -202,13 +202,18 @@ def test_resize_both_ways(shape):
 
 # -- Haar on real faces ---------------------------------------------------------------------------------
 
+def _haar_detections(images, name: str):
+    """Boxes Haar found in ``images`` and the detection rate (printed for the record)."""
+    det = FaceDetector("haar")
+    found = [b for b in (det.detect(img) for img in images) if b is not None]
+    rate = len(found) / len(images)
+    print(f"\nHaar {name} detection rate {rate:.3f} ({len(found)}/{len(images)})")
+    return found, rate
+
+
 @pytest.mark.slow
 def test_haar_finds_faces_on_jaffe(jaffe):
-    det = FaceDetector("haar")
-    boxes = [det.detect(img) for img in jaffe]
-    found = [b for b in boxes if b is not None]
-    rate = len(found) / len(jaffe)
-    print(f"\nHaar JAFFE detection rate {rate:.3f} ({len(found)}/{len(jaffe)})")
+    found, rate = _haar_detections(jaffe, "JAFFE")
     assert rate >= 0.95
     widths = np.array([b.w / 256 for b in found])
     assert np.all((widths >= 0.25) & (widths <= 0.9))
@@ -218,11 +223,7 @@ def test_haar_finds_faces_on_jaffe(jaffe):
 
 @pytest.mark.slow
 def test_haar_on_tight_48px_crops(ckplus):
-    det = FaceDetector("haar")
-    boxes = [det.detect(img) for img in ckplus]
-    found = [b for b in boxes if b is not None]
-    rate = len(found) / len(ckplus)
-    print(f"\nHaar CK+48 detection rate (first 300) {rate:.3f}")
+    found, rate = _haar_detections(ckplus, "CK+48 (first 300)")
     assert rate >= 0.9  # tight crops are upscaled (and edge-padded on a miss) before detection
     widths = np.array([b.w / 48 for b in found])
     assert np.median(widths) > 0.6  # the face fills a tight crop
