@@ -20,7 +20,7 @@ def _quiet_tf() -> None:
 
 
 def _add_extract(sub) -> None:
-    from .backbones import DEFAULT_BACKBONE, POOLINGS_HELP
+    from .backbones import DEFAULT_BACKBONE, LAYERS_HELP, POOLINGS_HELP
     from .datasets import FORMATS
     from .preprocess import FACE_CROP_METHODS, INTENSITY_METHODS
 
@@ -45,15 +45,18 @@ def _add_extract(sub) -> None:
     p.add_argument("--weights", default="imagenet",
                    help="imagenet, random, or a path to a weights file (e.g. the .h5 Keras would download)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's)")
-    p.add_argument("--pooling", default="avg", help=POOLINGS_HELP)
-    p.add_argument("--layer", default=None, help="tap this layer instead of the last one "
-                   "(list: python -m fer_features backbones --layers NAME)")
+    p.add_argument("--pooling", default=None, help=POOLINGS_HELP + "; default: the backbone's "
+                   "(efficientnet_lite0: grid7; others: avg)")
+    p.add_argument("--layer", default=None, help=LAYERS_HELP + "; default: the backbone's (efficientnet_lite0: "
+                   "block4c_add, chosen by experiment; others: last). List: python -m fer_features backbones --layers NAME")
     p.add_argument("--preprocess", default="none", choices=INTENSITY_METHODS,
                    help="intensity normalisation; bbhe = Bi-Histogram Equalisation (Kim 1997)")
     p.add_argument("--face-crop", default="none", choices=FACE_CROP_METHODS,
                    help="crop the face first (OpenCV Haar cascade or MTCNN); no face found: whole image kept")
     p.add_argument("--face-margin", type=float, default=0.2, help="margin around the detected face, fraction of its size")
     p.add_argument("--align", action="store_true", help="rotate so the eyes are level (MTCNN landmarks)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="average each image's features with its mirror image's (2x the network time)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="threads decoding and preprocessing images")
     p.add_argument("--cache-dir", default=None, help="cache folder (default: $FER_FEATURES_CACHE or ./cache)")
@@ -68,7 +71,8 @@ def _cmd_extract(a) -> int:
     path = extract_dataset(
         a.data, a.format, cache_dir=a.cache_dir, backbone=a.backbone, weights=a.weights,
         image_size=a.image_size, pooling=a.pooling, layer=a.layer, preprocess=a.preprocess,
-        face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, batch_size=a.batch_size,
+        face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, flip_average=a.flip_average,
+        batch_size=a.batch_size,
         frontal_only=a.frontal_only, strict=a.strict, progress=not a.no_progress, workers=a.workers)
     print(path)
     return 0
@@ -89,20 +93,24 @@ def _cmd_backbones(a) -> int:
     if a.layers:
         bb.get_config(a.layers)
         rows = bb.tappable_layers(a.layers, a.image_size)
+        if not rows:
+            print(f"{a.layers} is a classical descriptor: it has no layers")
+            return 0
         if a.json:
-            print(json.dumps([{"layer": n, "shape": list(s)} for n, s in rows]))
+            print(json.dumps([{"layer": n, "shape": list(s), "stage": st} for n, s, st in rows]))
         else:
-            w = max(len(n) for n, _ in rows)
-            for n, s in rows:
-                print(f"{n:<{w}}  {'x'.join(str(d) for d in s)}")
+            w = max(len(n) for n, _, _ in rows)
+            for n, s, st in rows:
+                print(f"{n:<{w}}  {'x'.join(str(d) for d in s):<14} {st}")
         return 0
     cfgs = bb.list_backbones()
     if a.json:
         print(json.dumps([c.to_dict() for c in cfgs], indent=1))
         return 0
-    head = ("name", "family", "input", "features", "preprocessing", "weights")
+    head = ("name", "family", "input", "last dim", "default layer@pooling", "preprocessing", "weights")
     rows = [(c.name + (" (default)" if c.name == bb.DEFAULT_BACKBONE else ""), c.family, str(c.default_size),
-             str(c.feature_dim), c.preprocess, c.weights_note) for c in cfgs]
+             str(c.feature_dim), f"{c.default_layer or '-'}@{c.default_pooling}", c.preprocess, c.weights_note)
+            for c in cfgs]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, tuple("-" * w for w in widths), *rows]:
         print("  ".join(f"{v:<{widths[i]}}" for i, v in enumerate(r)).rstrip())
@@ -162,6 +170,9 @@ def _add_eval_options(p, default_clf: str) -> None:
                    help="override a classifier parameter, e.g. --set C=10 --set gamma=0.001")
     p.add_argument("--pca", type=float, default=None,
                    help="PCA after standardising: variance fraction (0-1) or number of components")
+    p.add_argument("--subject-norm", default="none", choices=("none", "center", "neutral"),
+                   help="identity normalisation: subtract each subject's mean feature (center; uses the test "
+                   "subject's unlabelled test images) or its neutral image's (neutral); needs subject ids")
     p.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (default: up to 2)")
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
 
@@ -215,9 +226,12 @@ def _cmd_classify(a) -> int:
 
     cache = load_cache(a.cache)
     overrides = parse_overrides(a.set)
+    if a.save and a.subject_norm != "none":
+        raise ev.ProtocolError("--save cannot be combined with --subject-norm: a saved model predicts single "
+                               "images and has no subject to normalise by")
     results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
                         test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
-                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs)
+                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm)
     r = results[0]
     if a.save:
         path, trained_on = _save(cache, a, overrides)
@@ -292,7 +306,7 @@ def _cmd_compare(a) -> int:
     results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
                             test_split=a.test_split, seed=a.seed, engine=a.engine,
                             overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
-                            on_result=progress)
+                            subject_norm=a.subject_norm, on_result=progress)
     for inc in a.include:
         data = json.loads(open(inc).read())
         results += data if isinstance(data, list) else [data]

@@ -141,33 +141,92 @@ def duplicate_report(hashes: np.ndarray, splits: list) -> dict[str, int]:
             "test_rows_duplicated_in_train": cross}
 
 
-def _run_fold(pipe, X, y, tr, te):
+SUBJECT_NORMS = ("none", "center", "neutral")
+SUBJECT_NORM_NOTES = {
+    "center": "subject-norm center: each subject's mean feature is subtracted, computed separately in the "
+              "training part and in the test part; for test subjects this uses their unlabelled test images "
+              "(transductive: it needs several images of a new person at test time)",
+    "neutral": "subject-norm neutral: each subject's mean neutral-image feature is subtracted (the subject's "
+               "mean feature where it has no neutral image in that part); this assumes a neutral reference "
+               "capture of every test person is known at test time",
+}
+
+
+def subject_normalize(X: np.ndarray, groups: np.ndarray, mode: str,
+                      neutral: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Subtract each subject's mean (``center``) or mean neutral feature (``neutral``) from its rows.
+
+    Returns the normalised copy and how many subjects fell back from neutral to their mean.
+    """
+    if mode in (None, "none"):
+        return X, 0
+    if mode not in SUBJECT_NORMS:
+        raise ValueError(f"unknown subject normalisation {mode!r}; use one of {', '.join(SUBJECT_NORMS)}")
+    X = np.array(X, dtype=np.float32, copy=True)
+    fallback = 0
+    for g in np.unique(groups):
+        m = groups == g
+        ref = None
+        if mode == "neutral" and neutral is not None:
+            mn = m & neutral
+            if mn.any():
+                ref = X[mn].mean(axis=0)
+        if ref is None:
+            fallback += int(mode == "neutral")
+            ref = X[m].mean(axis=0)
+        X[m] -= ref
+    return X, fallback
+
+
+def _run_fold(pipe, X, y, tr, te, norm=None):
+    Xtr, Xte, fb = X[tr], X[te], 0
+    if norm is not None:  # (mode, groups, neutral mask): each part normalised on its own rows only
+        mode, groups, neutral = norm
+        Xtr, f1 = subject_normalize(Xtr, groups[tr], mode, None if neutral is None else neutral[tr])
+        Xte, f2 = subject_normalize(Xte, groups[te], mode, None if neutral is None else neutral[te])
+        fb = f1 + f2
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs iteration-limit notices: the preset's limit is the definition
-        pipe.fit(X[tr], y[tr])
+        pipe.fit(Xtr, y[tr])
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
-    pred = pipe.predict(X[te])
-    return pred, fit_s, time.perf_counter() - t
+    pred = pipe.predict(Xte)
+    return pred, fit_s, time.perf_counter() - t, fb
 
 
 def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifier: str, splits: list,
              protocol_info: dict, *, engine: str = clfs.DEFAULT_ENGINE, overrides: dict | None = None,
-             pca: float | int | None = None, n_jobs: int | None = None, duplicates: dict[str, int] | None = None
+             pca: float | int | None = None, n_jobs: int | None = None, duplicates: dict[str, int] | None = None,
+             subject_norm: str = "none", groups: np.ndarray | None = None
              ) -> dict[str, Any]:
     """Fit and score ``classifier`` on every fold; return the result dict (JSON-ready).
 
     ``duplicates``: the ``duplicate_report`` of these folds, added to the result as is.
+    ``subject_norm``: none | center | neutral (needs ``groups``; neutral needs a 'neutral' label).
     """
+    norm = None
+    subject_norm = subject_norm or "none"
+    if subject_norm != "none":
+        if subject_norm not in SUBJECT_NORMS:
+            raise ProtocolError(f"unknown --subject-norm {subject_norm!r}; use one of {', '.join(SUBJECT_NORMS)}")
+        if groups is None or not len(groups) or any(g == "" for g in groups):
+            raise ProtocolError("--subject-norm needs subject ids; this dataset has none")
+        neutral = None
+        if subject_norm == "neutral":
+            if "neutral" not in label_names:
+                raise ProtocolError("--subject-norm neutral needs a 'neutral' class; this dataset has none "
+                                    "(use center)")
+            neutral = np.asarray(y) == list(label_names).index("neutral")
+        norm = (subject_norm, np.asarray(groups), neutral)
     pipe = clfs.make_classifier(classifier, overrides, engine=engine, pca=pca)
     if n_jobs is None:
         n_jobs = min(len(splits), os.cpu_count() or 1, 2)
     t0 = time.perf_counter()
     if n_jobs > 1 and len(splits) > 1:
-        outs = Parallel(n_jobs=n_jobs)(delayed(_run_fold)(clone(pipe), X, y, tr, te) for tr, te in splits)
+        outs = Parallel(n_jobs=n_jobs)(delayed(_run_fold)(clone(pipe), X, y, tr, te, norm) for tr, te in splits)
     else:
-        outs = [_run_fold(clone(pipe), X, y, tr, te) for tr, te in splits]
+        outs = [_run_fold(clone(pipe), X, y, tr, te, norm) for tr, te in splits]
     wall = time.perf_counter() - t0
     labels_idx = np.arange(len(label_names))
     y_true = np.concatenate([y[te] for _, te in splits])
@@ -202,7 +261,12 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
         "threads": os.cpu_count(),
         "engine": clfs.engine_used(classifier, engine),
         "pca": pca,
+        "subject_norm": subject_norm,
     }
+    if norm is not None:
+        res["subject_norm_note"] = SUBJECT_NORM_NOTES[subject_norm]
+        if subject_norm == "neutral":
+            res["subject_norm_fallbacks"] = int(sum(o[3] for o in outs))
     for k in ("test_split", "train_splits", "subjects_in_train_and_test", "test_size", "seed"):
         if k in protocol_info:
             res[k] = protocol_info[k]
@@ -240,7 +304,7 @@ def cache_summary(cache) -> dict[str, Any]:
 def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int = 10, test_size: float = 0.1,
         test_split: str | None = None, seed: int = 0, engine: str = clfs.DEFAULT_ENGINE,
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
-        on_result=None) -> tuple[list[dict], list[str]]:
+        subject_norm: str = "none", on_result=None) -> tuple[list[dict], list[str]]:
     """Evaluate each classifier on the same folds of a cache; returns (results, warnings)."""
     for name in classifiers:
         clfs.get_preset(name)
@@ -250,11 +314,14 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     if dup["test_rows_duplicated_in_train"]:
         notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
                      f"in their training part ({dup['duplicate_rows']} duplicate rows in the data)")
+    if subject_norm and subject_norm != "none":
+        notes.append("note: " + SUBJECT_NORM_NOTES.get(subject_norm, subject_norm))
     X = np.asarray(cache.features, dtype=np.float32)
     results = []
     for name in classifiers:
         r = evaluate(X, cache.labels, cache.label_names, name, splits, info, engine=engine,
-                     overrides=overrides, pca=pca, n_jobs=n_jobs, duplicates=dup)
+                     overrides=overrides, pca=pca, n_jobs=n_jobs, duplicates=dup, subject_norm=subject_norm,
+                     groups=cache.subjects if cache.has_subjects else None)
         r.update(cache_summary(cache))
         r["warnings"] = notes
         results.append(r)

@@ -43,9 +43,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
-                 image_size: int | None = None, pooling: str = "avg", layer: str | None = None,
+                 image_size: int | None = None, pooling: str | None = None, layer: str | None = None,
                  preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
-                 align: bool = False, batch_size: int = 32):
+                 align: bool = False, flip_average: bool = False, batch_size: int = 32):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -55,12 +55,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.face_crop = face_crop
         self.face_margin = face_margin
         self.align = align
+        self.flip_average = flip_average
         self.batch_size = batch_size
 
     # -- configuration ---------------------------------------------------------------------------
     def _validate(self) -> bb.BackboneConfig:
         cfg = bb.get_config(self.backbone)
-        bb.parse_pooling(self.pooling)
+        pooling = bb.resolve_pooling(self.backbone, self.pooling)
+        bb.parse_layers(bb.resolve_layer(self.backbone, self.layer) or "last", pooling if pooling != "n/a" else "avg")
         if self.preprocess not in INTENSITY_METHODS:  # named after this estimator's parameter
             raise ValueError(f"unknown preprocess {self.preprocess!r}; use one of {', '.join(INTENSITY_METHODS)}")
         self._preprocess_config().validate()  # face crop, margin, size: the preprocessing's own checks
@@ -76,15 +78,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         cfg = self._validate()
         return {
             "backbone": self.backbone,
-            "weights": _weights_id(self.weights),
+            "weights": "none" if cfg.family == "classical" else _weights_id(self.weights),
             "image_size": self.resolved_image_size(),
-            "pooling": self.pooling,
-            "layer": self.layer or "",
+            "pooling": bb.resolve_pooling(self.backbone, self.pooling),
+            "layer": bb.resolve_layer(self.backbone, self.layer),
             "input_preprocessing": cfg.preprocess,
             "preprocess": self.preprocess,
             "face_crop": self.face_crop,
             "face_margin": float(self.face_margin) if self.face_crop != "none" else 0.0,
             "align": bool(self.align) if self.face_crop != "none" else False,
+            "flip_average": bool(self.flip_average),
         }
 
     def _preprocess_config(self) -> PreprocessConfig:
@@ -106,7 +109,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.model_ = bb.create(self.backbone, include_top=False, weights=self.weights,
                                 input_size=self.resolved_image_size(), pooling=self.pooling, layer=self.layer)
         self.preprocessor_ = self.preprocessor()
-        self.n_features_out_ = int(self.model_.output.shape[-1])
+        if bb.is_classical(self.backbone):
+            self.n_features_out_ = int(self.model_.n_features)
+        else:
+            self.n_features_out_ = int(self.model_.output.shape[-1])
         self.settings_ = self.settings()
         return self
 
@@ -128,8 +134,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         if len(batch) == 0:
             return np.zeros((0, self.n_features_out_), np.float32)
         bs = int(self.batch_size)
-        outs = [np.asarray(self.model_.predict_on_batch(batch[i:i + bs].astype(np.float32)))
-                for i in range(0, len(batch), bs)]
+        outs = []
+        for i in range(0, len(batch), bs):
+            b = batch[i:i + bs]
+            f = np.asarray(self.model_.predict_on_batch(b.astype(np.float32)), dtype=np.float32)
+            if self.flip_average:  # mean of the image's and its mirror image's features
+                f = (f + np.asarray(self.model_.predict_on_batch(b[:, :, ::-1].astype(np.float32)), np.float32)) / 2
+            outs.append(f)
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def transform(self, X) -> np.ndarray:
@@ -170,9 +181,10 @@ class ExtractionError(RuntimeError):
 
 def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None = None,
                     backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
-                    image_size: int | None = None, pooling: str = "avg", layer: str | None = None,
+                    image_size: int | None = None, pooling: str | None = None, layer: str | None = None,
                     preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
-                    align: bool = False, batch_size: int = 32, frontal_only: bool = False,
+                    align: bool = False, flip_average: bool = False, batch_size: int = 32,
+                    frontal_only: bool = False,
                     strict: bool = False, progress: bool = True, workers: int = 2,
                     log=None) -> Path:
     """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
@@ -186,7 +198,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     ds = data if isinstance(data, Dataset) else load_dataset(data, format, frontal_only=frontal_only)
     ext = FeatureExtractor(backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
                            layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,
-                           align=align, batch_size=batch_size)
+                           align=align, flip_average=flip_average, batch_size=batch_size)
     path, key, settings = dataset_cache_path(ds, ext, cache_dir)
     if is_complete(path):
         log(f"cache hit: {path}")

@@ -12,7 +12,7 @@ MODEL_FORMAT = "fer_features.model/1"
 TRUSTED_PREFIXES = ("sklearn.", "sklearnex.", "daal4py.", "onedal.", "numpy.", "builtins.", "fer_features.",
                     "collections.", "scipy.")
 EXTRACTION_KEYS = ("backbone", "weights", "image_size", "pooling", "layer", "preprocess", "face_crop",
-                   "face_margin", "align")
+                   "face_margin", "align", "flip_average")
 
 
 class ModelError(ValueError):
@@ -26,7 +26,10 @@ def extraction_settings(cache) -> dict[str, Any]:
     spec = cache.attrs.get("weights_spec")
     if spec:
         out["weights"] = spec
-    out["layer"] = out.get("layer") or None
+    if not out.get("layer"):  # older caches wrote '' for the last layer; classical descriptors have none
+        from .backbones import is_classical
+
+        out["layer"] = None if is_classical(out.get("backbone") or "efficientnet_lite0") else "last"
     return out
 
 

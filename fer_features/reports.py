@@ -59,6 +59,8 @@ def protocol_header(results: Sequence[dict]) -> str:
         lines.append(f"features: {r.get('backbone')} {json.dumps(r.get('features', {}), sort_keys=True)}; "
                      f"{r.get('n_images')} images ({r.get('dataset')}); cache {Path(r['cache']).name}")
     lines.append(f"folds: {r.get('n_folds')}, n_train {r.get('n_train')} per fold, n_test {r.get('n_test')} in all")
+    if r.get("subject_norm", "none") != "none":
+        lines.append(f"identity normalisation: {r.get('subject_norm_note', r['subject_norm'])}")
     return "\n".join(lines)
 
 

@@ -10,9 +10,16 @@ from fer_features import backbones as bb
 
 @pytest.mark.parametrize("name", list(bb.REGISTRY))
 def test_registry_entry_builds_with_its_feature_dim(name):
+    """``feature_dim`` is the size of the last layer globally averaged (classical: at the default size)."""
     cfg = bb.get_config(name)
+    if cfg.family == "classical":
+        d = bb.create(name)
+        x = np.random.default_rng(0).integers(0, 256, (2, cfg.default_size, cfg.default_size, 3)).astype(np.uint8)
+        out = d.predict_on_batch(x)
+        assert d.n_features == cfg.feature_dim and out.shape == (2, cfg.feature_dim) and np.isfinite(out).all()
+        return
     size = max(cfg.min_size, 32)
-    model = bb.create(name, weights=None, input_size=size)
+    model = bb.create(name, weights=None, input_size=size, layer="last", pooling="avg")
     assert model.input.shape[1:] == (size, size, 3)
     assert model.output.shape[-1] == cfg.feature_dim
     x = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32)
@@ -45,7 +52,7 @@ def test_lite0_features_match_top_model_trunk():
     """The feature model (no top, avg pooling) is the trunk of the ImageNet classifier: applying the
     classifier's dense layer to the features reproduces its probabilities."""
     top = bb.create("efficientnet_lite0", include_top=True)
-    feats = bb.create("efficientnet_lite0", include_top=False, pooling="avg")
+    feats = bb.create("efficientnet_lite0", include_top=False, layer="last", pooling="avg")
     x = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3)).astype(np.float32)
     f = np.asarray(feats.predict_on_batch(x))
     dense = [layer for layer in top.layers[-1].layers if layer.name == "predictions"][0]
@@ -82,8 +89,10 @@ def test_grid_pooling_matches_numpy_adaptive_average():
 def test_pooling_and_layer_options():
     m = bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="grid2", layer="block4c_add")
     assert m.output.shape[-1] == 80 * 4
-    m = bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="max")
+    m = bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="max", layer="last")
     assert m.output.shape[-1] == 1280
+    m = bb.create("efficientnet_lite0", weights=None, input_size=64)  # the registry's default taps
+    assert m.output.shape[-1] == 80 * 49
     with pytest.raises(bb.BackboneError, match="no layer"):
         bb.create("efficientnet_lite0", weights=None, input_size=64, layer="nope")
     with pytest.raises(bb.BackboneError, match="pooling"):
@@ -94,10 +103,53 @@ def test_pooling_and_layer_options():
         bb.create("efficientnet_lite0", weights="/no/such/file.h5")
 
 
-def test_tappable_layers_lists_mid_level_maps():
-    layers = dict(bb.tappable_layers("efficientnet_lite0"))
+def test_tappable_layers_lists_mid_level_maps_and_stages():
+    rows = bb.tappable_layers("efficientnet_lite0")
+    layers = {n: s for n, s, _ in rows}
     assert layers["block4c_add"] == (14, 14, 80)
     assert layers["top_activation"] == (7, 7, 1280)
+    stages = {st: n for n, _, st in rows if st}
+    # a stage is the last map before the next downsampling
+    assert [layers[stages[f"stage-{k}"]][0] for k in range(1, 6)] == [112, 56, 28, 14, 7]
+    assert stages["stage-5"] == "top_activation"
+    r50 = {st: n for n, _, st in bb.tappable_layers("resnet50") if st}
+    assert r50["stage-4"] == "conv4_block6_out" and r50["stage-5"] == "conv5_block3_out"
+    assert bb.tappable_layers("hog") == []
+
+
+def test_several_layers_concatenate_with_their_own_pooling():
+    x = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    both = bb.create("efficientnet_lite0", input_size=64, pooling="avg", layer="block3b_add@grid2,block4c_add")
+    assert both.output.shape[-1] == 40 * 4 + 80
+    a = bb.create("efficientnet_lite0", input_size=64, pooling="grid2", layer="block3b_add")
+    b = bb.create("efficientnet_lite0", input_size=64, pooling="avg", layer="block4c_add")
+    np.testing.assert_allclose(np.asarray(both.predict_on_batch(x)),
+                               np.hstack([a.predict_on_batch(x), b.predict_on_batch(x)]), atol=1e-4)
+    stage = bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="avg", layer="stage-3")
+    assert stage.output.shape[-1] == 240  # block4a_expand_activation
+    with pytest.raises(bb.BackboneError, match="stages 1..5"):
+        bb.create("efficientnet_lite0", weights=None, input_size=64, layer="stage-9")
+    with pytest.raises(bb.BackboneError, match="pooling"):
+        bb.create("efficientnet_lite0", weights=None, input_size=64, layer="block4c_add@median")
+
+
+def test_classical_descriptors_match_scikit_image():
+    from skimage.feature import hog, local_binary_pattern
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (96, 96)).astype(np.uint8)
+    rgb = np.dstack([img] * 3)
+    h = bb.create("hog").predict_on_batch(rgb[None])[0]
+    ref = hog(img.astype(np.float32), orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2),
+              block_norm="L2-Hys")
+    np.testing.assert_allclose(h, ref, atol=1e-5)
+    lbp = bb.create("lbp", pooling="grid4").predict_on_batch(rgb[None])[0]
+    assert lbp.shape == (16 * 59,)
+    np.testing.assert_allclose(lbp.reshape(16, 59).sum(1), 1.0, atol=1e-6)  # one histogram per cell
+    codes = local_binary_pattern(img, 8, 1, "nri_uniform").astype(int)
+    np.testing.assert_allclose(lbp[:59], np.bincount(codes[:24, :24].ravel(), minlength=59) / 576, atol=1e-6)
+    with pytest.raises(bb.BackboneError, match="gridN"):
+        bb.create("lbp", pooling="avg")
 
 
 def test_failed_imagenet_download_names_the_file(monkeypatch):

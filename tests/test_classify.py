@@ -170,3 +170,54 @@ def test_cli_errors_exit_2(tmp_path):
     (tmp_path / "x.skops").write_text("nope")
     p = run_cli("predict", "--model", tmp_path / "x.skops", tmp_path)
     assert p.returncode == 2
+
+
+def test_subject_normalisation_removes_identity_and_stays_within_each_part():
+    # identity offsets dwarf the expression signal: centring each subject recovers it
+    X, y, g = blobs(n_subjects=8, per=6, sep=0.6)
+    X = X + np.repeat(np.random.default_rng(5).normal(size=(8, X.shape[1])) * 20, 6, axis=0).astype(np.float32)
+    Xc, fb = ev.subject_normalize(X, g, "center")
+    for s in np.unique(g):
+        np.testing.assert_allclose(Xc[g == s].mean(0), 0, atol=1e-4)
+    assert fb == 0 and not np.shares_memory(Xc, X)
+    splits, info = ev.make_splits("loso", y, g)
+    raw = ev.evaluate(X, y, LABELS, "linear_svm", splits, info, n_jobs=1)
+    cen = ev.evaluate(X, y, LABELS, "linear_svm", splits, info, n_jobs=1, subject_norm="center", groups=g)
+    assert cen["accuracy"] > raw["accuracy"] + 0.2 and cen["subject_norm"] == "center"
+    assert "unlabelled test images" in cen["subject_norm_note"] and raw["subject_norm"] == "none"
+    # a fold's training part is normalised with training rows only: a test row changed at will leaves
+    # the training features (hence the fitted model) untouched
+    tr, te = splits[0]
+    X2 = X.copy()
+    X2[te] += 1000
+    a, _ = ev.subject_normalize(X[tr], g[tr], "center")
+    b, _ = ev.subject_normalize(X2[tr], g[tr], "center")
+    np.testing.assert_array_equal(a, b)
+    # neutral: the subject's neutral rows are the reference; no neutral row -> the subject's mean
+    names = ["neutral", "happy", "sad"]
+    Xn, fb = ev.subject_normalize(X, g, "neutral", neutral=(y == 0) & (g != "S00"))
+    assert fb == 1
+    np.testing.assert_allclose(Xn[(g == "S01") & (y == 0)].mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(Xn[g == "S00"].mean(0), 0, atol=1e-4)
+    r = ev.evaluate(X, y, names, "lda", splits, info, n_jobs=1, subject_norm="neutral", groups=g)
+    assert r["subject_norm"] == "neutral" and r["subject_norm_fallbacks"] == 0
+    with pytest.raises(ev.ProtocolError, match="neutral"):
+        ev.evaluate(X, y, LABELS, "lda", splits, info, subject_norm="neutral", groups=g)
+    with pytest.raises(ev.ProtocolError, match="subject ids"):
+        ev.evaluate(X, y, LABELS, "lda", splits, info, subject_norm="center", groups=None)
+
+
+def test_cli_subject_norm_is_recorded_and_refused_where_it_cannot_apply(tmp_path):
+    X, y, g = blobs()
+    c = write_cache(tmp_path / "c.h5", X, y, g)
+    p = run_cli("classify", "--cache", c, "--clf", "lda", "--protocol", "loso", "--subject-norm", "center", "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["subject_norm"] == "center" and "identity normalisation" in p.stdout
+    p = run_cli("classify", "--cache", c, "--subject-norm", "center", "--save", tmp_path / "m.skops")
+    assert p.returncode == 2 and "--save" in p.stderr and not (tmp_path / "m.skops").exists()
+    p = run_cli("classify", "--cache", c, "--subject-norm", "neutral")
+    assert p.returncode == 2 and "neutral" in p.stderr
+    nosub = write_cache(tmp_path / "n.h5", X, y, [""] * len(y))
+    p = run_cli("classify", "--cache", nosub, "--protocol", "kfold", "--subject-norm", "center")
+    assert p.returncode == 2 and "subject ids" in p.stderr

@@ -93,7 +93,7 @@ def test_jaffe_end_to_end_and_fast_cache_hit(jaffe_dir, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "img/s" in p.stderr  # progress bar with a rate
     c = load_cache(last_line(p))
-    assert c.features.shape == (213, 1280) and np.isfinite(c.features).all()
+    assert c.features.shape == (213, 80 * 49) and np.isfinite(c.features).all()
     assert len(set(c.subjects)) == 10 and c.attrs["dataset_format"] == "jaffe"
     assert c.settings["image_size"] == 224 and c.attrs["n_skipped"] == 0
     assert sorted(set(c.raw_labels)) == ["AN", "DI", "FE", "HA", "NE", "SA", "SU"]

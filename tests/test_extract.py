@@ -16,6 +16,8 @@ from fer_features.extract import ExtractionError, FeatureExtractor, extract_data
 
 SMALL = dict(image_size=48, progress=False)
 
+DEFAULT_DIM = 80 * 49  # efficientnet_lite0 default: block4c_add (80 channels) on a 7x7 grid
+
 
 def _images(n=6, size=40, seed=0):
     rng = np.random.default_rng(seed)
@@ -29,16 +31,16 @@ def test_transformer_is_a_scikit_learn_estimator():
     assert fx.fit() is fx
     imgs = _images()
     f1 = fx.transform(imgs)
-    assert f1.shape == (6, 1280) and f1.dtype == np.float32
+    assert f1.shape == (6, DEFAULT_DIM) and f1.dtype == np.float32
     np.testing.assert_allclose(fx.transform(imgs[::-1])[::-1], f1, atol=1e-4)  # per-image, order-independent
     # images of different sizes, grey, RGB or RGBA are all accepted
     rgba = np.dstack([imgs[0][:40]] * 3 + [np.full((40, 40), 255, np.uint8)])
-    assert fx.transform([rgba, imgs[0][:40]]).shape == (2, 1280)
+    assert fx.transform([rgba, imgs[0][:40]]).shape == (2, DEFAULT_DIM)
     np.testing.assert_allclose(fx.transform([rgba])[0], fx.transform([imgs[0][:40]])[0], atol=1e-4)
     # pickles without the Keras model, rebuilds it on load
     fx2 = pickle.loads(pickle.dumps(fx))
     np.testing.assert_allclose(fx2.transform(imgs[:2]), f1[:2], atol=1e-5)
-    assert fx.get_feature_names_out().shape == (1280,)
+    assert fx.get_feature_names_out().shape == (DEFAULT_DIM,)
 
 
 def test_transformer_in_a_pipeline_learns():
@@ -73,7 +75,7 @@ def test_extract_folder_dataset_hit_and_skipped(tiny_folder, tmp_path, monkeypat
     cache_dir = tmp_path / "cache"
     path = extract_dataset(tiny_folder, cache_dir=cache_dir, **SMALL)
     c = load_cache(path)
-    assert c.features.shape == (10, 1280)
+    assert c.features.shape == (10, DEFAULT_DIM)
     assert sorted(c.label_names) == ["happy", "sad"]
     assert c.attrs["n_skipped"] == 1 and c.skipped[0].endswith("broken.png")
     assert c.settings["backbone"] == "efficientnet_lite0" and c.settings["image_size"] == 48
@@ -128,3 +130,29 @@ def test_interrupted_extraction_resumes(tiny_folder, tmp_path, monkeypatch):
     assert list(c.paths) == list(clean.paths)
     np.testing.assert_allclose(c.features, clean.features, atol=1e-5)
     assert not list(cache_dir.glob("*.part"))
+
+
+def test_default_features_are_the_registry_choice_and_classical_descriptors_extract(tiny_folder, tmp_path):
+    """Settings record the resolved layer/pooling; hog and lbp go through the same extractor and cache."""
+    fx = FeatureExtractor(image_size=64)
+    s = fx.settings()
+    assert (s["layer"], s["pooling"]) == ("block4c_add", "grid7")
+    assert FeatureExtractor(image_size=64, layer="last", pooling="avg").settings()["layer"] == "last"
+    for name, dim in (("hog", 4356), ("lbp", 8 * 8 * 59)):
+        path = extract_dataset(tiny_folder, cache_dir=tmp_path, backbone=name, progress=False)
+        c = load_cache(path)
+        assert c.features.shape == (10, dim) and np.isfinite(c.features).all()
+        assert c.settings["backbone"] == name and c.settings["weights"] == "none"
+    with pytest.raises(bb.BackboneError, match="no layers"):
+        FeatureExtractor(backbone="hog", layer="block4c_add").settings()
+
+
+def test_flip_average_is_mirror_invariant_and_keyed():
+    rng = np.random.default_rng(4)
+    imgs = [rng.integers(0, 256, (40, 40)).astype(np.uint8) for _ in range(3)]
+    fx = FeatureExtractor(image_size=48, layer="block3b_add", pooling="grid2", flip_average=True)
+    f = fx.fit().transform(imgs)
+    np.testing.assert_allclose(fx.transform([im[:, ::-1] for im in imgs]), f, atol=1e-4)
+    plain = FeatureExtractor(image_size=48, layer="block3b_add", pooling="grid2")
+    assert not np.allclose(plain.fit().transform(imgs), f, atol=1e-4)
+    assert fx.settings()["flip_average"] and not plain.settings()["flip_average"]
