@@ -40,8 +40,10 @@ def cache_filename(dataset_name: str, settings: dict[str, Any], key: str) -> str
         parts.append(str(settings["layer"]))
     if settings.get("face_crop", "none") != "none":
         parts.append(settings["face_crop"])
-    if settings.get("intensity", "none") != "none":
-        parts.append(settings["intensity"])
+    if settings.get("preprocess", "none") != "none":
+        parts.append(settings["preprocess"])
+    if settings.get("flip_average"):
+        parts.append("flip")
     slug = lambda s: re.sub(r"[^A-Za-z0-9.+-]+", "-", s).strip("-")  # noqa: E731
     return f"{slug(dataset_name)}__{slug('_'.join(p for p in parts if p))}__{key[:12]}.h5"
 
