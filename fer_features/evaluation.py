@@ -298,7 +298,7 @@ def cache_summary(cache) -> dict[str, Any]:
     return {"cache": str(cache.path), "dataset": s.get("dataset_format", ""), "n_images": len(cache),
             "backbone": s.get("backbone"), "features": {k: s.get(k) for k in
                                                         ("image_size", "pooling", "layer", "preprocess",
-                                                         "face_crop", "weights")}}
+                                                         "face_crop", "flip_average", "weights") if k in s}}
 
 
 def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int = 10, test_size: float = 0.1,
@@ -314,8 +314,6 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     if dup["test_rows_duplicated_in_train"]:
         notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
                      f"in their training part ({dup['duplicate_rows']} duplicate rows in the data)")
-    if subject_norm and subject_norm != "none":
-        notes.append("note: " + SUBJECT_NORM_NOTES.get(subject_norm, subject_norm))
     X = np.asarray(cache.features, dtype=np.float32)
     results = []
     for name in classifiers:
