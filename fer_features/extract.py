@@ -113,6 +113,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             self.n_features_out_ = int(self.model_.n_features)
         else:
             self.n_features_out_ = int(self.model_.output.shape[-1])
+            size = self.resolved_image_size()  # trace the graph now (part of the build, not of the first batch)
+            self.model_.predict_on_batch(np.zeros((int(self.batch_size), size, size, 3), np.float32))
         self.settings_ = self.settings()
         return self
 
@@ -137,11 +139,20 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         outs = []
         for i in range(0, len(batch), bs):
             b = batch[i:i + bs]
-            f = np.asarray(self.model_.predict_on_batch(b.astype(np.float32)), dtype=np.float32)
+            f = self._forward(b)
             if self.flip_average:  # mean of the image's and its mirror image's features
-                f = (f + np.asarray(self.model_.predict_on_batch(b[:, :, ::-1].astype(np.float32)), np.float32)) / 2
+                f = (f + self._forward(b[:, :, ::-1])) / 2
             outs.append(f)
         return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def _forward(self, b: np.ndarray) -> np.ndarray:
+        """One batch through the network, a short batch zero-padded to ``batch_size``: every call has the
+        same shape, so TensorFlow traces the graph once (a new shape costs ~0.5 s of retracing)."""
+        n, bs = len(b), int(self.batch_size)
+        x = b.astype(np.float32)
+        if n < bs and not bb.is_classical(self.backbone):
+            x = np.concatenate([x, np.zeros((bs - n, *x.shape[1:]), np.float32)])
+        return np.asarray(self.model_.predict_on_batch(x), dtype=np.float32)[:n]
 
     def transform(self, X) -> np.ndarray:
         batch, _ = self.prepare(list(X))
