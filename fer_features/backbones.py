@@ -14,8 +14,8 @@ from typing import Any
 
 POOLINGS_HELP = "avg | max | gridN (average over an N x N grid of cells, concatenated; e.g. grid2)"
 LAYERS_HELP = ("NAME | stage-N | last, or several joined by commas, each optionally NAME@POOLING "
-               "(e.g. block3b_add@grid7,block4c_add@grid4); stage-N is the last layer before the N-th "
-               "downsampling; features of several layers are concatenated")
+               "(e.g. block3b_add@grid7,block4c_add@grid4); stage-N is the last layer at stride 2^N "
+               "(stage-1: 112x112 maps for a 224 input); features of several layers are concatenated")
 
 # Per-mode constants, as in keras.applications.imagenet_utils.preprocess_input.
 PREPROCESS_MODES = {
@@ -311,8 +311,8 @@ def _feature_maps(base) -> list[tuple[str, tuple]]:
 
 
 def stage_layers(maps: list[tuple[str, tuple]]) -> list[str]:
-    """Last layer at each spatial resolution, in order: ``stage-N`` is entry N-1 (a stage ends where
-    the map first gets smaller)."""
+    """Last layer at each spatial resolution, in order: ``stage-N`` is entry N-1, the last map at stride
+    2^N for a typical backbone (a stage ends where the map first gets smaller)."""
     stages: list[str] = []
     smallest = None
     for lname, shape in maps:
