@@ -8,8 +8,6 @@ cache without a split, uses subject-grouped 5-fold). Writes a markdown table wit
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -27,7 +25,6 @@ def main() -> None:
 
     from sklearn.model_selection import train_test_split
 
-    from fer_features import classifiers as C
     from fer_features import evaluation as ev
     from fer_features.cache import load_cache
 
@@ -56,17 +53,12 @@ def main() -> None:
                   f"predict {r['predict_seconds']:.2f} s  (wall {time.perf_counter() - t:.1f} s)", flush=True)
         s, x = res["sklearn"], res["sklearnex"]
         rows.append((name, s, x))
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    import sklearn
-    import sklearnex
+    from fer_features.reports import machine_info
 
     md = ["# SVM engines: stock scikit-learn vs scikit-learn-intelex", "",
           f"Command: `python bench/engine_svm.py --cache {Path(a.cache).name} --rows {a.rows} --test-rows {a.test_rows}`",
-          f"Machine: {cpu}, {os.cpu_count()} cores; scikit-learn {sklearn.__version__}, "
-          f"scikit-learn-intelex {getattr(sklearnex, '__version__', '?')}; one process, folds sequential.",
+          f"Machine: {machine_info([('sklearn', 'scikit-learn'), ('sklearnex', 'scikit-learn-intelex')])}; "
+          "one process, folds sequential.",
           f"Protocol: {info['description']}; features {X.shape[1]}-d from {cache.settings.get('backbone')}.", "",
           "| classifier | stock acc % | sklearnex acc % | stock fit s | sklearnex fit s | fit speed-up | stock predict s | sklearnex predict s | predict speed-up |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

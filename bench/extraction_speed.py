@@ -16,7 +16,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -30,7 +29,6 @@ SIZES = [96, 160, 224]
 def _one(args) -> dict:
     name, weights, size, data, n, batch = args
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import numpy as np
 
     from fer_features.datasets import load_dataset
     from fer_features.extract import FeatureExtractor, extract_dataset
@@ -73,17 +71,6 @@ def _one(args) -> dict:
             "model_build_s": pipe_build, "first_build_s": build, "cache_hit_s": hit, "peak_rss_mib": peak}
 
 
-def machine() -> str:
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    import tensorflow as tf
-
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}; "
-            f"TF intra-op threads: default ({os.cpu_count()})")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/datasets/jaffe")
@@ -93,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--out", default="bench/results/extraction_speed.md")
     a = ap.parse_args(argv)
+    from fer_features.reports import machine_info
+
     weights = dict(BACKBONES)
     jobs = [(b, weights.get(b, "random"), int(s), a.data, a.n, a.batch_size)
             for b in a.backbones.split(",") for s in a.sizes.split(",")]
@@ -109,7 +98,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     md = ["# Extraction speed: raw network forward vs the full `extract` pipeline", "",
           f"Command: `python bench/extraction_speed.py --n {a.n}` ({Path(a.data).name} images; run time {wall:.0f} s)",
-          f"Machine: {machine()}.",
+          f"Machine: {machine_info([('tensorflow', 'TensorFlow')])}; TF intra-op threads: default ({os.cpu_count()}).",
           "raw = `FeatureExtractor.embed` on ready uint8 tensors (the network alone; best of 3 passes); pipeline = "
           "`extract_dataset` (decode, preprocess, forward, HDF5 write; best of 2 runs; model build excluded, shown "
           "apart); features = each backbone's default layer@pooling. Cached re-run: the identical call again, "

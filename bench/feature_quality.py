@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,19 +42,6 @@ CONFIGS: list[tuple[str, dict]] = [
 DATASETS = [("jaffe", "loso", ("none", "center", "neutral")), ("ckplus48", "group-kfold", ("none", "center"))]
 
 
-def machine() -> str:
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    import numpy
-    import sklearn
-    import tensorflow as tf
-
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-            f"scikit-learn {sklearn.__version__}, numpy {numpy.__version__}")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default="../shared/datasets")
@@ -70,6 +55,7 @@ def main(argv=None) -> int:
     from fer_features import evaluation as ev
     from fer_features.cache import load_cache
     from fer_features.extract import extract_dataset
+    from fer_features.reports import machine_info
 
     t_all = time.perf_counter()
     configs = list(enumerate(CONFIGS, 1))
@@ -99,7 +85,7 @@ def main(argv=None) -> int:
 
     md = ["# Feature quality: classical descriptors vs frozen CNN features, subject-independent", "",
           f"Command: `python bench/feature_quality.py --clf {a.clf}` (from a clean clone, `../shared/datasets` beside it)",
-          f"Machine: {machine()}.",
+          f"Machine: {machine_info([('tensorflow', 'TensorFlow'), ('sklearn', 'scikit-learn'), ('numpy', 'numpy')])}.",
           f"Run time: {wall / 60:.1f} min for everything below (extraction included; a re-run hits the cache).",
           f"Classifier for every row: `{a.clf}` (engine {a.engine}), standardised features, same folds per dataset.",
           "Accuracy = correct / all images, pooled over the folds.", "",
@@ -159,8 +145,7 @@ def main(argv=None) -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(md) + "\n")
     Path(a.out).with_suffix(".json").write_text(json.dumps(
-        {f"{i}:{ds}": {k: v for k, v in r.items() if k != "settings"} | {"settings": r["settings"]}
-         for (i, ds), r in table.items()}, indent=1, default=str))
+        {f"{i}:{ds}": r for (i, ds), r in table.items()}, indent=1, default=str))
     print("\n".join(md))
     print(f"\nwrote {a.out} in {wall / 60:.1f} min", file=sys.stderr)
     return 0

@@ -112,30 +112,24 @@ def is_classical(name: str) -> bool:
     return get_config(name).family == "classical"
 
 
-def resolve_pooling(name: str, pooling: str | None) -> str:
-    """``pooling`` or the backbone's default."""
-    cfg = get_config(name)
-    if not pooling:
-        return cfg.default_pooling
-    if cfg.family == "classical":
-        if name == "hog" and pooling not in ("n/a",):
-            raise BackboneError("hog takes no pooling option (its cells are fixed at 8x8 pixels)")
-        if name == "lbp" and parse_pooling(pooling)[0] != "grid":
-            raise BackboneError("lbp pooling must be gridN (the histogram grid), e.g. grid8")
-        return pooling
-    if pooling != "n/a":
-        parse_pooling(pooling)
-    return pooling
+def resolve_taps(name: str, layer: str | None, pooling: str | None) -> tuple[str, str]:
+    """(layer, pooling) with the backbone's defaults filled in and checked; builds no model.
 
-
-def resolve_layer(name: str, layer: str | None) -> str:
-    """``layer`` or the backbone's default ('last' = the final feature map)."""
+    Classical descriptors have no layers (layer ``''``); hog takes no pooling, lbp a ``gridN``.
+    """
     cfg = get_config(name)
+    pooling = pooling or cfg.default_pooling
     if cfg.family == "classical":
         if layer not in (None, "", "last"):
             raise BackboneError(f"{name} has no layers")
-        return ""
-    return layer or cfg.default_layer
+        if name == "hog" and pooling != "n/a":
+            raise BackboneError("hog takes no pooling option (its cells are fixed at 8x8 pixels)")
+        if name == "lbp" and parse_pooling(pooling)[0] != "grid":
+            raise BackboneError("lbp pooling must be gridN (the histogram grid), e.g. grid8")
+        return "", pooling
+    layer = layer or cfg.default_layer
+    parse_layers(layer, pooling)
+    return layer, pooling
 
 
 def parse_pooling(pooling: str) -> tuple[str, int]:
@@ -210,6 +204,13 @@ def _lite(include_top: bool, weights: str, size: int):
     return model
 
 
+def _base(cfg: BackboneConfig, include_top: bool, weights: str, size: int):
+    """The frozen network itself (Keras application or our EfficientNet-Lite0), without our input layer."""
+    base = _keras_app(cfg, include_top, weights, size) if cfg.keras_fn else _lite(include_top, weights, size)
+    base.trainable = False
+    return base
+
+
 def create(
     name: str = DEFAULT_BACKBONE,
     include_top: bool = False,
@@ -229,8 +230,7 @@ def create(
     size = int(input_size or cfg.default_size)
     if size < cfg.min_size:
         raise BackboneError(f"{name} needs input size >= {cfg.min_size}, got {size}")
-    pooling = resolve_pooling(name, pooling)
-    layer = resolve_layer(name, layer)
+    layer, pooling = resolve_taps(name, layer, pooling)
     if cfg.family == "classical":
         from .classical import Descriptor
 
@@ -243,18 +243,14 @@ def create(
     weights = normalize_weights(weights)
     if include_top and size != cfg.default_size and weights == "imagenet" and cfg.keras_fn:
         raise BackboneError(f"{name} with its ImageNet top needs input size {cfg.default_size}")
-    if cfg.keras_fn:
-        base = _keras_app(cfg, include_top, weights, size)
-    else:
-        base = _lite(include_top, weights, size)
-    base.trainable = False
+    base = _base(cfg, include_top, weights, size)
 
     inputs = keras.Input(shape=(size, size, 3), name="rgb_0_255")
     x = InputNormalization(cfg.preprocess, name="preprocess_input")(inputs)
     if include_top:
         return keras.Model(inputs, base(x), name=f"{name}_top")
     taps = parse_layers(layer, pooling)
-    maps = _feature_maps(base)
+    maps = _feature_maps(base.layers)
     names = {n for n, _ in maps}
     stages = stage_layers(maps)
     resolved = []
@@ -295,12 +291,12 @@ def parse_layers(layer: str, pooling: str) -> list[tuple[str, str]]:
     return out
 
 
-def _feature_maps(base) -> list[tuple[str, tuple]]:
+def _feature_maps(layers) -> list[tuple[str, tuple]]:
     """(name, (H, W, C)) of every layer with a 4-D output, inputs and zero-padding left out."""
     import keras
 
     out = []
-    for layer in base.layers:
+    for layer in layers:
         if isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
             continue
         shape = getattr(layer, "output", None)
@@ -326,11 +322,9 @@ def stage_layers(maps: list[tuple[str, tuple]]) -> list[str]:
 
 def tappable_layers(name: str, input_size: int | None = None) -> list[tuple[str, tuple, str]]:
     """(layer name, output shape, stage alias or '') of the layers of ``name`` giving a 4-D feature map."""
-    if is_classical(name):
+    cfg = get_config(name)
+    if cfg.family == "classical":
         return []
-    model = create(name, weights="random", input_size=input_size, layer="last", pooling="avg")
-    feat = [layer for layer in model.layers if layer.name.endswith("_taps")][0]
-    base = feat.layers  # the tap model shares the backbone's layers
-    maps = _feature_maps(type("B", (), {"layers": base})())
+    maps = _feature_maps(_base(cfg, False, "random", int(input_size or cfg.default_size)).layers)
     alias = {n: f"stage-{i + 1}" for i, n in enumerate(stage_layers(maps))}
     return [(n, s, alias.get(n, "")) for n, s in maps]

@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 

@@ -74,6 +74,11 @@ def _official(split: np.ndarray, test_split: str | None, train_splits: Sequence[
     return [(tr, te)], test_split, train_splits
 
 
+def _has_groups(groups) -> bool:
+    """Subject ids given for every row (an empty id means none)."""
+    return groups is not None and len(groups) > 0 and all(g != "" for g in groups)
+
+
 def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, split: np.ndarray | None = None,
                 *, folds: int = 10, test_size: float = 0.1, test_split: str | None = None,
                 train_splits: Sequence[str] | None = None, seed: int = 0) -> tuple[list, dict]:
@@ -83,7 +88,7 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
 
     y = np.asarray(y)
     idx = np.arange(len(y))
-    has_groups = groups is not None and len(groups) and all(g != "" for g in groups)
+    has_groups = _has_groups(groups)
     info: dict[str, Any] = {"protocol": protocol, "seed": seed}
     if protocol in SUBJECT_INDEPENDENT and not has_groups:
         raise ProtocolError(f"protocol {protocol!r} needs subject ids; this dataset has none (use kfold or official)")
@@ -210,7 +215,7 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
     if subject_norm != "none":
         if subject_norm not in SUBJECT_NORMS:
             raise ProtocolError(f"unknown --subject-norm {subject_norm!r}; use one of {', '.join(SUBJECT_NORMS)}")
-        if groups is None or not len(groups) or any(g == "" for g in groups):
+        if not _has_groups(groups):
             raise ProtocolError("--subject-norm needs subject ids; this dataset has none")
         neutral = None
         if subject_norm == "neutral":

@@ -59,29 +59,29 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
 
     # -- configuration ---------------------------------------------------------------------------
-    def _validate(self) -> bb.BackboneConfig:
+    def _validate(self) -> tuple[bb.BackboneConfig, str, str]:
+        """Check every parameter; return the backbone config and the resolved (layer, pooling)."""
         cfg = bb.get_config(self.backbone)
-        pooling = bb.resolve_pooling(self.backbone, self.pooling)
-        bb.parse_layers(bb.resolve_layer(self.backbone, self.layer) or "last", pooling if pooling != "n/a" else "avg")
+        layer, pooling = bb.resolve_taps(self.backbone, self.layer, self.pooling)
         if self.preprocess not in INTENSITY_METHODS:  # named after this estimator's parameter
             raise ValueError(f"unknown preprocess {self.preprocess!r}; use one of {', '.join(INTENSITY_METHODS)}")
         self._preprocess_config().validate()  # face crop, margin, size: the preprocessing's own checks
         if int(self.batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
-        return cfg
+        return cfg, layer, pooling
 
     def resolved_image_size(self) -> int:
         return int(self.image_size or bb.get_config(self.backbone).default_size)
 
     def settings(self) -> dict[str, Any]:
         """Every setting that changes the features (what the cache key hashes)."""
-        cfg = self._validate()
+        cfg, layer, pooling = self._validate()
         return {
             "backbone": self.backbone,
             "weights": "none" if cfg.family == "classical" else _weights_id(self.weights),
             "image_size": self.resolved_image_size(),
-            "pooling": bb.resolve_pooling(self.backbone, self.pooling),
-            "layer": bb.resolve_layer(self.backbone, self.layer),
+            "pooling": pooling,
+            "layer": layer,
             "input_preprocessing": cfg.preprocess,
             "preprocess": self.preprocess,
             "face_crop": self.face_crop,

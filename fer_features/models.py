@@ -2,7 +2,6 @@
 (loading runs no arbitrary code), and prediction on new images."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -27,9 +26,9 @@ def extraction_settings(cache) -> dict[str, Any]:
     if spec:
         out["weights"] = spec
     if not out.get("layer"):  # older caches wrote '' for the last layer; classical descriptors have none
-        from .backbones import is_classical
+        from .backbones import DEFAULT_BACKBONE, is_classical
 
-        out["layer"] = None if is_classical(out.get("backbone") or "efficientnet_lite0") else "last"
+        out["layer"] = None if is_classical(out.get("backbone") or DEFAULT_BACKBONE) else "last"
     return out
 
 

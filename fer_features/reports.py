@@ -144,3 +144,22 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Cla
     md += [f"![{p.stem}]({p.name})" for p in pngs]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"
+
+
+def machine_info(packages: Sequence[tuple[str, str]] = ()) -> str:
+    """'CPU model, N cores; Python x.y.z, <label> <version>...' for benchmark reports.
+
+    ``packages``: (import name, label) pairs, e.g. ``[("tensorflow", "TensorFlow")]``.
+    """
+    import importlib
+    import os
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    versions = [f"Python {platform.python_version()}"]
+    versions += [f"{label} {getattr(importlib.import_module(mod), '__version__', '?')}" for mod, label in packages]
+    return f"{cpu}, {os.cpu_count()} cores; {', '.join(versions)}"
