@@ -1,6 +1,8 @@
 """Frozen-CNN feature extraction: a scikit-learn transformer and a whole-dataset extractor to the HDF5 cache."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import sys
@@ -34,6 +36,28 @@ def _weights_id(weights: str) -> str:
     return f"file:{Path(w).name}:{st.st_size}:{st.st_mtime_ns}"
 
 
+# bfloat16: Keras mixed precision (bf16 compute, float32 weights). Measured (bench/results/reduced_precision.md):
+# downstream accuracy within 0.5 points; faster only for dense-convolution networks (resnet50 1.4x), slower for
+# the depthwise ones (efficientnet_lite0 0.75x, mobilenet_v2 0.95x) on this CPU.
+PRECISIONS = ("float32", "bfloat16")
+
+
+@contextlib.contextmanager
+def _dtype_policy(policy: str | None):
+    """Build Keras layers under ``policy`` (e.g. 'mixed_bfloat16'), restoring the global policy after."""
+    if policy is None:
+        yield
+        return
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
 class FeatureExtractor(TransformerMixin, BaseEstimator):
     """Embed face images with a frozen pretrained CNN.
 
@@ -45,7 +69,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def __init__(self, backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
                  image_size: int | None = None, pooling: str | None = None, layer: str | None = None,
                  preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
-                 align: bool = False, flip_average: bool = False, batch_size: int = 32):
+                 align: bool = False, flip_average: bool = False, precision: str = "float32",
+                 batch_size: int = 32):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -56,6 +81,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.face_margin = face_margin
         self.align = align
         self.flip_average = flip_average
+        self.precision = precision
         self.batch_size = batch_size
 
     # -- configuration ---------------------------------------------------------------------------
@@ -68,6 +94,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self._preprocess_config().validate()  # face crop, margin, size: the preprocessing's own checks
         if int(self.batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.precision != "float32" and cfg.family == "classical":
+            raise ValueError(f"{self.backbone} is not a network: precision {self.precision} does not apply")
         return cfg, layer, pooling
 
     def resolved_image_size(self) -> int:
@@ -88,6 +118,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             "face_margin": float(self.face_margin) if self.face_crop != "none" else 0.0,
             "align": bool(self.align) if self.face_crop != "none" else False,
             "flip_average": bool(self.flip_average),
+            # only when not float32, so that float32 caches keep the keys they had before this option
+            **({"precision": self.precision} if self.precision != "float32" else {}),
         }
 
     def _preprocess_config(self) -> PreprocessConfig:
@@ -106,8 +138,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             import keras
 
             keras.utils.set_random_seed(0)  # random weights: reproducible, so the cache key stays honest
-        self.model_ = bb.create(self.backbone, include_top=False, weights=self.weights,
-                                input_size=self.resolved_image_size(), pooling=self.pooling, layer=self.layer)
+        with _dtype_policy("mixed_bfloat16" if self.precision == "bfloat16" else None):
+            self.model_ = bb.create(self.backbone, include_top=False, weights=self.weights,
+                                    input_size=self.resolved_image_size(), pooling=self.pooling, layer=self.layer)
         self.preprocessor_ = self.preprocessor()
         if bb.is_classical(self.backbone):
             self.n_features_out_ = int(self.model_.n_features)
@@ -194,8 +227,8 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                     backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
                     image_size: int | None = None, pooling: str | None = None, layer: str | None = None,
                     preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
-                    align: bool = False, flip_average: bool = False, batch_size: int = 32,
-                    frontal_only: bool = False,
+                    align: bool = False, flip_average: bool = False, precision: str = "float32",
+                    batch_size: int = 32, frontal_only: bool = False,
                     strict: bool = False, progress: bool = True, workers: int = 2,
                     log=None) -> Path:
     """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
@@ -209,7 +242,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     ds = data if isinstance(data, Dataset) else load_dataset(data, format, frontal_only=frontal_only)
     ext = FeatureExtractor(backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
                            layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,
-                           align=align, flip_average=flip_average, batch_size=batch_size)
+                           align=align, flip_average=flip_average, precision=precision, batch_size=batch_size)
     path, key, settings = dataset_cache_path(ds, ext, cache_dir)
     if is_complete(path):
         log(f"cache hit: {path}")

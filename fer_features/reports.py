@@ -61,6 +61,11 @@ def protocol_header(results: Sequence[dict]) -> str:
     lines.append(f"folds: {r.get('n_folds')}, n_train {r.get('n_train')} per fold, n_test {r.get('n_test')} in all")
     if r.get("subject_norm", "none") != "none":
         lines.append(f"identity normalisation: {r.get('subject_norm_note', r['subject_norm'])}")
+    aug = r.get("augmentation")
+    if aug:
+        ranges = ", ".join(f"{k} {v}" for k, v in aug["augmentation"].items() if k != "seed")
+        lines.append(f"augmentation: copies {aug['copies']}, balance {aug['balance']}; {ranges}; seed "
+                     f"{aug['augmentation']['seed']}; applied to {aug['applied_to']}")
     return "\n".join(lines)
 
 
@@ -146,12 +151,22 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Cla
     return out / "report.md"
 
 
+def _version(module: str, dist: str) -> str:
+    """The installed distribution's version (sklearnex's ``__version__`` is a placeholder), else the module's."""
+    import importlib
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return getattr(importlib.import_module(module), "__version__", "?")
+
+
 def machine_info(packages: Sequence[tuple[str, str]] = ()) -> str:
     """'CPU model, N cores; Python x.y.z, <label> <version>...' for benchmark reports.
 
     ``packages``: (import name, label) pairs, e.g. ``[("tensorflow", "TensorFlow")]``.
     """
-    import importlib
     import os
     import platform
 
@@ -161,5 +176,5 @@ def machine_info(packages: Sequence[tuple[str, str]] = ()) -> str:
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown CPU"
     versions = [f"Python {platform.python_version()}"]
-    versions += [f"{label} {getattr(importlib.import_module(mod), '__version__', '?')}" for mod, label in packages]
+    versions += [f"{label} {_version(mod, label)}" for mod, label in packages]
     return f"{cpu}, {os.cpu_count()} cores; {', '.join(versions)}"

@@ -64,6 +64,44 @@ def test_cubic_svm_is_matlabs_kernel_with_scale_sqrt_d():
                                (1 + Z[:5] @ Z[:5].T / Z.shape[1]) ** 3, rtol=1e-3)
 
 
+def test_linear_svm_is_matlabs_scaled_linear_kernel():
+    """x'y/s^2 with s = sqrt(D): the same classifier as SVC(kernel='linear', C=1/D) on standardised features."""
+    from sklearn.svm import SVC
+
+    X, y, _ = blobs(dim=24, sep=0.6)  # overlapping classes: C matters
+    pipe = C.make_classifier("linear_svm", engine="sklearn").fit(X, y)
+    Z = pipe.named_steps["scale"].transform(X)
+    ref = SVC(kernel="linear", C=1.0 / Z.shape[1]).fit(Z, y)
+    np.testing.assert_allclose(pipe.decision_function(X), ref.decision_function(Z), rtol=1e-2, atol=1e-2)
+    assert (pipe.predict(X) == ref.predict(Z)).all()
+
+
+def test_mlp_presets_fit_with_one_blas_thread(monkeypatch, tmp_path):
+    from sklearn.base import clone
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    orig = MLPClassifier._fit
+
+    def spy(self, *a, **k):
+        seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(MLPClassifier, "_fit", spy)
+    X, y, _ = blobs()
+    pipe = C.make_classifier("medium_nn")
+    mlp = pipe.named_steps["clf"]
+    assert isinstance(mlp, C.SingleThreadMLP) and isinstance(mlp, MLPClassifier)
+    assert clone(mlp).get_params() == mlp.get_params()  # a plain scikit-learn estimator
+    pipe.fit(X, y)
+    assert seen and all(n == 1 for n in seen[0])
+    from fer_features.models import load_model, save_model
+
+    path = save_model(tmp_path / "m.skops", pipe, LABELS, {}, {})  # the subclass is a trusted, loadable type
+    assert (load_model(path)["pipeline"].predict(X) == pipe.predict(X)).all()
+
+
 def test_overrides_and_errors():
     assert C.parse_overrides(["C=10", "gamma=0.001", "kernel=rbf", "hidden_layer_sizes=(50,20)"]) == {
         "C": 10, "gamma": 0.001, "kernel": "rbf", "hidden_layer_sizes": (50, 20)}

@@ -156,3 +156,25 @@ def test_flip_average_is_mirror_invariant_and_keyed():
     plain = FeatureExtractor(image_size=48, layer="block3b_add", pooling="grid2")
     assert not np.allclose(plain.fit().transform(imgs), f, atol=1e-4)
     assert fx.settings()["flip_average"] and not plain.settings()["flip_average"]
+
+
+def test_bfloat16_precision_is_close_keyed_and_restores_the_policy(tiny_folder, tmp_path):
+    import keras
+
+    imgs = _images(4, seed=5)
+    f32 = FeatureExtractor(image_size=48).fit().transform(imgs)
+    bf = FeatureExtractor(image_size=48, precision="bfloat16").fit()
+    f16 = bf.transform(imgs)
+    assert f16.dtype == np.float32 and f16.shape == f32.shape
+    rel = np.linalg.norm(f16 - f32) / np.linalg.norm(f32)
+    assert 0 < rel < 0.15  # bf16 arithmetic: close, not identical
+    assert keras.mixed_precision.global_policy().name == "float32"  # the global policy is restored
+    assert "precision" not in FeatureExtractor().settings()  # float32 caches keep their old keys
+    assert bf.settings()["precision"] == "bfloat16"
+    a = extract_dataset(tiny_folder, cache_dir=tmp_path, **SMALL)
+    b = extract_dataset(tiny_folder, cache_dir=tmp_path, precision="bfloat16", **SMALL)
+    assert a != b and "bfloat16" in b.name and load_cache(b).settings["precision"] == "bfloat16"
+    with pytest.raises(ValueError, match="not a network"):
+        FeatureExtractor(backbone="hog", precision="bfloat16").settings()
+    with pytest.raises(ValueError, match="unknown precision"):
+        FeatureExtractor(precision="int4").settings()
