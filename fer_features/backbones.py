@@ -108,6 +108,22 @@ def list_backbones() -> list[BackboneConfig]:
     return list(REGISTRY.values())
 
 
+def cached_imagenet_weights(name: str) -> Path | None:
+    """The no-top ImageNet weights file Keras cached for backbone ``name`` earlier, or None (never downloads)."""
+    import os
+
+    cfg = get_config(name)
+    folder = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    if not cfg.keras_fn or not folder.is_dir():
+        return None
+    key = cfg.keras_fn.lower()
+    for f in sorted(folder.glob("*.h5")):
+        n = f.name.lower().replace("_", "")
+        if (n.startswith(key + "weights") or n.startswith(key + "notop")) and "notop" in n:
+            return f
+    return None
+
+
 def is_classical(name: str) -> bool:
     return get_config(name).family == "classical"
 

@@ -44,6 +44,8 @@ def cache_filename(dataset_name: str, settings: dict[str, Any], key: str) -> str
         parts.append(settings["preprocess"])
     if settings.get("flip_average"):
         parts.append("flip")
+    if settings.get("precision", "float32") != "float32":
+        parts.append(settings["precision"])
     slug = lambda s: re.sub(r"[^A-Za-z0-9.+-]+", "-", s).strip("-")  # noqa: E731
     return f"{slug(dataset_name)}__{slug('_'.join(p for p in parts if p))}__{key[:12]}.h5"
 

@@ -57,6 +57,10 @@ def _add_extract(sub) -> None:
     p.add_argument("--align", action="store_true", help="rotate so the eyes are level (MTCNN landmarks)")
     p.add_argument("--flip-average", action="store_true",
                    help="average each image's features with its mirror image's (2x the network time)")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="network arithmetic: bfloat16 = Keras mixed precision; moved accuracy < 0.5 points, "
+                   "1.4x faster for resnet50 but slower for efficientnet_lite0/mobilenet_v2 on this CPU "
+                   "(bench/results/reduced_precision.md)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="threads decoding and preprocessing images")
     p.add_argument("--cache-dir", default=None, help="cache folder (default: $FER_FEATURES_CACHE or ./cache)")
@@ -72,7 +76,7 @@ def _cmd_extract(a) -> int:
         a.data, a.format, cache_dir=a.cache_dir, backbone=a.backbone, weights=a.weights,
         image_size=a.image_size, pooling=a.pooling, layer=a.layer, preprocess=a.preprocess,
         face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, flip_average=a.flip_average,
-        batch_size=a.batch_size,
+        precision=a.precision, batch_size=a.batch_size,
         frontal_only=a.frontal_only, strict=a.strict, progress=not a.no_progress, workers=a.workers)
     print(path)
     return 0
@@ -173,8 +177,29 @@ def _add_eval_options(p, default_clf: str) -> None:
     p.add_argument("--subject-norm", default="none", choices=("none", "center", "neutral"),
                    help="identity normalisation: subtract each subject's mean feature (center; uses the test "
                    "subject's unlabelled test images) or its neutral image's (neutral); needs subject ids")
+    from .augment import AUGMENT_HELP
+
+    g = p.add_argument_group("augmentation (copies of each fold's TRAINING images only, features cached)")
+    g.add_argument("--copies", type=int, default=0, metavar="N", help="augmented copies per training image")
+    g.add_argument("--balance", default=None, metavar="N|max",
+                   help="grow every class of the training part to N images (max: to the largest class) with "
+                   "augmented copies; larger classes are kept whole")
+    g.add_argument("--augment", default="default", metavar="SPEC", help=AUGMENT_HELP)
     p.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (default: up to 2)")
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
+
+
+def _augment_kwargs(a) -> dict:
+    """The augmentation arguments of ``evaluation.run`` from the parsed options."""
+    from .augment import AugmentError, parse_augment
+
+    balance = a.balance
+    if balance not in (None, "max"):
+        try:
+            balance = int(balance)
+        except ValueError:
+            raise AugmentError(f"--balance takes a number of images or 'max', got {balance!r}") from None
+    return {"augment": parse_augment(a.augment, seed=a.seed), "copies": int(a.copies), "balance": balance}
 
 
 def _pca_arg(v):
@@ -229,12 +254,15 @@ def _cmd_classify(a) -> int:
     if a.save and a.subject_norm != "none":
         raise ev.ProtocolError("--save cannot be combined with --subject-norm: a saved model predicts single "
                                "images and has no subject to normalise by")
+    aug = _augment_kwargs(a)
+    if a.save and a.protocol == ev.LEAKY_PROTOCOL:
+        raise ev.ProtocolError(f"--save cannot be combined with the leaky protocol {ev.LEAKY_PROTOCOL}")
     results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
                         test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
-                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm)
+                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm, **aug)
     r = results[0]
     if a.save:
-        path, trained_on = _save(cache, a, overrides)
+        path, trained_on = _save(cache, a, overrides, aug)
         r["saved_model"], r["saved_model_trained_on"] = str(path), trained_on
     if a.report_dir:
         from .reports import write_report
@@ -248,7 +276,7 @@ def _cmd_classify(a) -> int:
     return 0
 
 
-def _save(cache, a, overrides) -> tuple:
+def _save(cache, a, overrides, aug) -> tuple:
     """Train the preset on all images (or the training split) and save it; returns (path, trained on)."""
     import numpy as np
 
@@ -265,7 +293,16 @@ def _save(cache, a, overrides) -> tuple:
         trained_on = "the training split"
     # saved models use stock scikit-learn: skops stores its estimators safely (sklearnex holds native state)
     pipe = make_classifier(a.clf, overrides, engine="sklearn", probability=True, pca=_pca_arg(a.pca))
-    pipe.fit(cache.features[idx], cache.labels[idx])
+    X, y = cache.features, cache.labels
+    if aug["copies"] or aug["balance"] not in (None, 0):
+        from .augment import augment_splits
+
+        d = augment_splits(cache, [(idx, np.array([], dtype=np.int64))], aug["augment"], copies=aug["copies"],
+                           balance=aug["balance"])
+        (idx, _), = d.splits
+        X, y = d.X, d.y
+        trained_on += f" + {d.info['augmented_train_rows']} augmented copies"
+    pipe.fit(X[idx], y[idx])
     info = {"classifier": a.clf, "engine": "sklearn", "overrides": overrides, "trained_on": trained_on,
             "n_train": int(len(idx)), "cache": str(cache.path)}
     return save_model(a.save, pipe, cache.label_names, extraction_settings(cache), info), trained_on
@@ -306,7 +343,7 @@ def _cmd_compare(a) -> int:
     results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
                             test_split=a.test_split, seed=a.seed, engine=a.engine,
                             overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
-                            subject_norm=a.subject_norm, on_result=progress)
+                            subject_norm=a.subject_norm, on_result=progress, **_augment_kwargs(a))
     for inc in a.include:
         data = json.loads(open(inc).read())
         results += data if isinstance(data, list) else [data]
@@ -320,6 +357,112 @@ def _cmd_compare(a) -> int:
         print(f"\nreport: {md}")
     if a.json:
         print(json.dumps(results))
+    return 0
+
+
+def _add_experiment(sub) -> None:
+    from .experiments import EXPERIMENTS
+
+    p = sub.add_parser(
+        "experiment", formatter_class=_Fmt, help="run a seed paper's experiment beside its leak-free version",
+        description="Reproduce a seed paper's experiment and its honest counterpart; writes <out>/<NAME>.md and "
+                    ".json with the backbone, preprocessing, protocol and engine of every number.\n"
+                    + "\n".join(f"  {n}: {d}" for n, (_, d, _) in EXPERIMENTS.items()),
+        epilog="example:\n  python -m fer_features experiment seed-jaffe --copies 30")
+    p.add_argument("name", choices=list(EXPERIMENTS), metavar="NAME", help=", ".join(EXPERIMENTS))
+    p.add_argument("--data-root", default="../shared/datasets", help="folder holding jaffe/, ckplus48/, fer2013/")
+    p.add_argument("--out", default="bench/results", help="folder for NAME.md and NAME.json")
+    p.add_argument("--backbone", default=None,
+                   help="comma-separated backbones (default: the offline default plus every Keras backbone whose "
+                   "ImageNet weights are cached here)")
+    p.add_argument("--clf", default=None, help="comma-separated presets (default: the experiment's own)")
+    p.add_argument("--copies", type=int, default=30, help="seed-jaffe: augmented copies per image")
+    p.add_argument("--images", type=int, default=3000,
+                   help="seed-resnet-svm: FER2013 happy/sad/surprise images sampled (DS1)")
+    p.set_defaults(func=_cmd_experiment)
+
+
+def _cmd_experiment(a) -> int:
+    from .experiments import run_experiment
+
+    opts = {"seed-jaffe": {"copies": a.copies}, "seed-resnet-svm": {"n_images": a.images}}.get(a.name, {})
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    cmd = "python -m fer_features " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else None
+    path = run_experiment(a.name, data_root=a.data_root, out_dir=a.out, backbones=split(a.backbone),
+                          classifiers=split(a.clf), command=cmd, **opts)
+    print(path.read_text())
+    print(f"written: {path}")
+    return 0
+
+
+def _add_finetune(sub) -> None:
+    from .augment import AUGMENT_HELP
+    from .backbones import DEFAULT_BACKBONE
+    from .evaluation import PROTOCOLS
+    from .finetune import MODES
+
+    p = sub.add_parser(
+        "finetune", formatter_class=_Fmt, help="fine-tune a backbone end to end, with the same protocols",
+        description=("Train a backbone with a new classifier head end to end and evaluate it with the same "
+                     "protocols and result keys as classify (so compare --include can table both paths).\n"
+                     "modes: head = backbone frozen; top = head, then the last stage unfrozen at --fine-lr; "
+                     "full = head, then everything at --fine-lr; scratch = random weights, all trained.\n"
+                     "Augmentation is applied on the fly to training images only; a validation part of each "
+                     "fold's training part (by subject where ids exist) drives early stopping."),
+        epilog=("example:\n  python -m fer_features finetune --data ../shared/datasets/jaffe --mode top "
+                "--image-size 112 --protocol group-kfold --folds 5 --json"))
+    p.add_argument("--data", required=True, help="dataset folder or FER2013 CSV (as for extract)")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--weights", default="imagenet", help="imagenet or a weights file (scratch ignores it)")
+    p.add_argument("--mode", default="top", choices=MODES)
+    p.add_argument("--epochs", type=int, default=10, help="epochs per phase (head, then fine)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the head (and of scratch)")
+    p.add_argument("--fine-lr", type=float, default=1e-4, help="Adam learning rate once layers are unfrozen")
+    p.add_argument("--hidden", type=int, default=0, help="units of a dense hidden layer in the head (0: none)")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs) on val accuracy")
+    p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's)")
+    p.add_argument("--augment", default="default", metavar="SPEC", help=AUGMENT_HELP + "; 'none' to switch off")
+    p.add_argument("--preprocess", default="none", choices=("none", "histeq", "clahe", "bbhe"))
+    p.add_argument("--face-crop", default="none", choices=("none", "haar", "mtcnn"))
+    p.add_argument("--face-margin", type=float, default=0.2)
+    p.add_argument("--protocol", default="auto", choices=[x for x in PROTOCOLS if x != "augment-then-split"])
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--test-size", type=float, default=0.1)
+    p.add_argument("--test-split", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds Keras, the splits and the augmentation")
+    p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
+    p.add_argument("--report-dir", default=None, help="also write the report files (markdown, CSV, JSON, PNG)")
+    p.add_argument("--save", default=None, metavar="MODEL.keras",
+                   help="instead of evaluating, train on all images (or the training split) and save the model")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(a) -> int:
+    from . import finetune as F
+    from .augment import parse_augment
+
+    aug = None if a.augment == "none" else parse_augment(a.augment, seed=a.seed)
+    cfg = F.FinetuneConfig(backbone=a.backbone, mode=a.mode, weights=a.weights, image_size=a.image_size,
+                           epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, fine_lr=a.fine_lr, hidden=a.hidden,
+                           dropout=a.dropout, patience=a.patience, augment=aug, preprocess=a.preprocess,
+                           face_crop=a.face_crop, face_margin=a.face_margin, seed=a.seed)
+    if a.save:
+        path = F.save(a.save, a.data, cfg, format=a.format, progress=not a.no_progress)
+        print(f"model saved: {path}")
+        return 0
+    r = F.run(a.data, cfg, a.protocol, format=a.format, folds=a.folds, test_size=a.test_size,
+              test_split=a.test_split, progress=not a.no_progress)
+    if a.report_dir:
+        from .reports import write_report
+
+        write_report([r], a.report_dir, title=f"{r['classifier']} on {a.data}")
+    _print_result(r)
+    if a.json:
+        print(json.dumps({k: v for k, v in r.items() if k != "training_history"}))
     return 0
 
 
@@ -351,7 +494,7 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", formatter_class=_Fmt, help="predict expressions of images with a saved model",
                        description="Embed images with the model's extraction settings and print one row per "
                                    "image: path, predicted label, probability per class (CSV or --json).")
-    p.add_argument("--model", required=True, help="model saved by classify --save (.skops)")
+    p.add_argument("--model", required=True, help="model saved by classify --save (.skops) or finetune --save (.keras)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--batch-size", type=int, default=32)
@@ -397,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_classify(sub)
     _add_compare(sub)
+    _add_experiment(sub)
+    _add_finetune(sub)
     _add_classifiers(sub)
     _add_predict(sub)
     return p

@@ -1,7 +1,9 @@
 """Evaluation protocols and metrics: the honest protocol is the default, the leaky ones say so.
 
 Protocols: ``holdout`` (stratified), ``kfold`` (stratified), ``group-kfold`` (subject-independent,
-stratified where possible), ``loso`` (leave one subject out), ``official`` (the dataset's own split).
+stratified where possible), ``loso`` (leave one subject out), ``official`` (the dataset's own split), and
+``augment-then-split`` (the seed papers' LEAKY protocol: augment everything, then a random holdout split).
+Augmentation (``augment.py``) otherwise adds copies of each fold's training images only.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import classifiers as clfs
 
-PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official")
+PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split")
+LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
 VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
 TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
@@ -113,6 +116,8 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
             splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y, groups))
     elif protocol == "loso":
         splits = list(LeaveOneGroupOut().split(idx, y, groups))
+    elif protocol == LEAKY_PROTOCOL:
+        raise ProtocolError(f"protocol {LEAKY_PROTOCOL!r} needs augmentation (--copies N or --balance N)")
     elif protocol == "official":
         if split is None:
             raise ProtocolError("protocol 'official' needs a dataset split")
@@ -233,21 +238,41 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
     else:
         outs = [_run_fold(clone(pipe), X, y, tr, te, norm) for tr, te in splits]
     wall = time.perf_counter() - t0
+    res = score_folds(classifier, label_names, y, splits, [o[0] for o in outs], [o[1] for o in outs],
+                      [o[2] for o in outs], wall, protocol_info)
+    res.update({
+        "params": clfs.describe(classifier)["params"] | (overrides or {}),
+        "n_jobs": int(n_jobs),
+        "engine": clfs.engine_used(classifier, engine),
+        "pca": pca,
+        "subject_norm": subject_norm,
+    })
+    if norm is not None:
+        res["subject_norm_note"] = SUBJECT_NORM_NOTES[subject_norm]
+        if subject_norm == "neutral":
+            res["subject_norm_fallbacks"] = int(sum(o[3] for o in outs))
+    res.update(duplicates or {})
+    return res
+
+
+def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, splits: list, preds: list,
+                fit_seconds: Sequence[float], predict_seconds: Sequence[float], wall: float,
+                protocol_info: dict) -> dict[str, Any]:
+    """The result dict every evaluation path reports (frozen features or fine-tuned networks alike)."""
     labels_idx = np.arange(len(label_names))
     y_true = np.concatenate([y[te] for _, te in splits])
-    y_pred = np.concatenate([o[0] for o in outs])
-    fold_acc = [float(accuracy_score(y[te], o[0])) for (_, te), o in zip(splits, outs)]
+    y_pred = np.concatenate(preds)
+    fold_acc = [float(accuracy_score(y[te], p)) for (_, te), p in zip(splits, preds)]
     cm = confusion_matrix(y_true, y_pred, labels=labels_idx)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = cm.diagonal() / cm.sum(axis=1)
     present = cm.sum(axis=1) > 0
     res: dict[str, Any] = {
         "classifier": classifier,
-        "params": clfs.describe(classifier)["params"] | (overrides or {}),
         "protocol": protocol_info["protocol"],
         "protocol_description": protocol_info["description"],
         "subject_independent": protocol_info["subject_independent"],
-        "leaky": False,
+        "leaky": bool(protocol_info.get("leaky", False)),
         "accuracy": float(np.mean(fold_acc)),
         "accuracy_std": float(np.std(fold_acc)),
         "accuracy_pooled": float(accuracy_score(y_true, y_pred)),
@@ -256,26 +281,17 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
         "labels": list(label_names),
         "per_class_accuracy": {n: (float(a) if p else None) for n, a, p in zip(label_names, per_class, present)},
         "confusion_matrix": cm.tolist(),
-        "fit_seconds": float(sum(o[1] for o in outs)),
-        "predict_seconds": float(sum(o[2] for o in outs)),
+        "fit_seconds": float(sum(fit_seconds)),
+        "predict_seconds": float(sum(predict_seconds)),
         "wall_seconds": float(wall),
         "n_train": int(round(np.mean([len(tr) for tr, _ in splits]))),
         "n_test": int(sum(len(te) for _, te in splits)),
         "n_folds": len(splits),
-        "n_jobs": int(n_jobs),
         "threads": os.cpu_count(),
-        "engine": clfs.engine_used(classifier, engine),
-        "pca": pca,
-        "subject_norm": subject_norm,
     }
-    if norm is not None:
-        res["subject_norm_note"] = SUBJECT_NORM_NOTES[subject_norm]
-        if subject_norm == "neutral":
-            res["subject_norm_fallbacks"] = int(sum(o[3] for o in outs))
-    for k in ("test_split", "train_splits", "subjects_in_train_and_test", "test_size", "seed"):
+    for k in ("test_split", "train_splits", "subjects_in_train_and_test", "test_size", "seed", "augmentation"):
         if k in protocol_info:
             res[k] = protocol_info[k]
-    res.update(duplicates or {})
     return res
 
 
@@ -306,27 +322,75 @@ def cache_summary(cache) -> dict[str, Any]:
                                                          "face_crop", "flip_average", "weights") if k in s}}
 
 
+def augmented_data(cache, protocol: str = "auto", *, augment=None, copies: int = 0,
+                   balance: int | str | None = None, folds: int = 10, test_size: float = 0.1,
+                   test_split: str | None = None, seed: int = 0, progress: bool = True):
+    """(X, y, groups, splits, protocol info, warnings) for a cache, with augmented training copies if asked.
+
+    ``augment`` (an ``AugmentConfig``) with ``copies``/``balance`` adds copies of each fold's training images
+    only; protocol ``augment-then-split`` augments every image first and then splits (leaky, labelled so).
+    """
+    from . import augment as A
+
+    wants = bool(copies) or balance not in (None, 0, "", "none")
+    if protocol == LEAKY_PROTOCOL:
+        if not wants:
+            raise ProtocolError(f"protocol {LEAKY_PROTOCOL!r} needs augmentation (--copies N or --balance N)")
+        d = A.augment_then_split(cache, augment or A.AugmentConfig(seed=seed), copies=copies, balance=balance,
+                                 test_size=test_size, seed=seed, progress=progress)
+        pct = 100 * d.info["test_rows_with_source_in_train"]
+        info = {"protocol": LEAKY_PROTOCOL, "n_folds": 1, "seed": seed, "test_size": test_size, "leaky": True,
+                "subject_independent": False,
+                "description": f"LEAKY augment-then-split: every image augmented, then a random {test_size:g} "
+                               f"holdout; {pct:.0f} % of test rows have their source image or a copy of it in "
+                               "training (the seed papers' protocol, for comparison only)"}
+        info["augmentation"] = d.info
+        notes = [f"warning: {info['description']}"]
+        return d.X, d.y, d.groups, d.splits, info, notes
+    splits, info, notes = protocol_for_cache(cache, protocol, folds=folds, test_size=test_size,
+                                             test_split=test_split, seed=seed)
+    groups = cache.subjects if cache.has_subjects else None
+    X = np.asarray(cache.features, dtype=np.float32)
+    if not wants:
+        return X, cache.labels, groups, splits, info, notes
+    d = A.augment_splits(cache, splits, augment or A.AugmentConfig(seed=seed), copies=copies, balance=balance,
+                         progress=progress)
+    info = {**info, "augmentation": d.info,
+            "description": info["description"] + f"; training parts augmented (+{d.info['augmented_train_rows']} "
+                                                 "copies per fold on average, from training images only)"}
+    return d.X, d.y, d.groups, d.splits, info, notes
+
+
 def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int = 10, test_size: float = 0.1,
         test_split: str | None = None, seed: int = 0, engine: str = clfs.DEFAULT_ENGINE,
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
-        subject_norm: str = "none", on_result=None) -> tuple[list[dict], list[str]]:
+        subject_norm: str = "none", augment=None, copies: int = 0, balance: int | str | None = None,
+        progress: bool = True, on_result=None) -> tuple[list[dict], list[str]]:
     """Evaluate each classifier on the same folds of a cache; returns (results, warnings)."""
     for name in classifiers:
         clfs.get_preset(name)
-    splits, info, notes = protocol_for_cache(cache, protocol, folds=folds, test_size=test_size,
-                                             test_split=test_split, seed=seed)
-    dup = duplicate_report(row_hashes(cache.features), splits)  # once: the folds are the same for every row
+    X, y, groups, splits, info, notes = augmented_data(
+        cache, protocol, augment=augment, copies=copies, balance=balance, folds=folds, test_size=test_size,
+        test_split=test_split, seed=seed, progress=progress)
+    dup = duplicate_report(row_hashes(X), splits)  # once: the folds are the same for every row
     if dup["test_rows_duplicated_in_train"]:
         notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
                      f"in their training part ({dup['duplicate_rows']} duplicate rows in the data)")
-    X = np.asarray(cache.features, dtype=np.float32)
+    kw = dict(engine=engine, overrides=overrides, pca=pca, duplicates=dup, subject_norm=subject_norm, groups=groups)
+    workers = min(len(classifiers), os.cpu_count() or 1, 2) if n_jobs is None else n_jobs
+    if len(splits) == 1 and workers > 1 and len(classifiers) > 1:
+        # one split (official, holdout): the folds cannot run in parallel, so the classifiers do, two at a
+        # time with one BLAS thread each (fit/predict seconds are each classifier's own, measured in its worker)
+        outs = Parallel(n_jobs=workers, inner_max_num_threads=1, return_as="generator")(
+            delayed(evaluate)(X, y, cache.label_names, name, splits, info, n_jobs=1, **kw) for name in classifiers)
+    else:
+        outs = (evaluate(X, y, cache.label_names, name, splits, info, n_jobs=n_jobs, **kw) for name in classifiers)
     results = []
-    for name in classifiers:
-        r = evaluate(X, cache.labels, cache.label_names, name, splits, info, engine=engine,
-                     overrides=overrides, pca=pca, n_jobs=n_jobs, duplicates=dup, subject_norm=subject_norm,
-                     groups=cache.subjects if cache.has_subjects else None)
+    for r in outs:
         r.update(cache_summary(cache))
         r["warnings"] = notes
+        if len(splits) == 1 and workers > 1 and len(classifiers) > 1:
+            r["classifiers_in_parallel"] = workers
         results.append(r)
         if on_result:
             on_result(r)

@@ -258,9 +258,9 @@ def test_fer2013_tiny_csv_with_malformed_rows(tmp_path):
              f"0,{_pix(good[1])},PublicTest",
              f"6,{_pix(range(8))},Training",          # row 2: 8 values, not square
              f"5,{_pix(range(16))},PrivateTest",      # row 3: square but not 3x3
-             f"4,1 2 x 4 5 6 7 8 9,Training",         # row 4: non-numeric
+             "4,1 2 x 4 5 6 7 8 9,Training",         # row 4: non-numeric
              f"1,{_pix(good[2])},Training",
-             f"2,1 2 3 4 5 6 7 8 300,Training"]       # row 6: out of range
+             "2,1 2 3 4 5 6 7 8 300,Training"]       # row 6: out of range
     csv.write_text("\n".join(lines) + "\n")
     assert detect_format(csv) == "fer2013"
     ds = load_dataset(csv)

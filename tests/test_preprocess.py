@@ -278,7 +278,7 @@ def test_mtcnn_finds_faces_with_eyes(jaffe, mtcnn):
         assert b is not None and b.left_eye is not None and b.right_eye is not None
         assert 0.25 <= b.w / 256 <= 0.9 and 0.5 < b.score <= 1.0
         (lx, ly), (rx, ry) = b.left_eye, b.right_eye
-        assert lx < rx and b.x <= lx <= b.x + b.w and b.y <= ly <= b.y + b.h
+        assert lx < rx and b.y <= ry <= b.y + b.h and b.x <= lx <= b.x + b.w and b.y <= ly <= b.y + b.h
         assert abs(eye_angle(b)) < 10  # JAFFE poses are near upright
 
 

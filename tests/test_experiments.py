@@ -1,0 +1,57 @@
+"""The seed experiments end to end on the real datasets, scaled down (HOG features, few classifiers)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fer_features.experiments import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data_root():
+    from conftest import SHARED
+
+    if not (SHARED / "jaffe").exists():
+        pytest.skip("real datasets not present")
+    return SHARED
+
+
+def test_seed_jaffe_runs_both_protocols_and_labels_them(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_FEATURES_CACHE", str(tmp_path / "cache"))
+    md = run_experiment("seed-jaffe", data_root=data_root, out_dir=tmp_path, backbones=["hog"],
+                        classifiers=["lda"], copies=2).read_text()
+    assert "LEAKY" in md and "leave-one-subject-out, 2 copies" in md and "Command:" in md
+    data = json.loads((tmp_path / "seed-jaffe.json").read_text())["results"]["hog"]
+    by_protocol = {row["protocol"] + str(row["copies"]): row["results"][0] for row in data}
+    assert by_protocol["augment-then-split2"]["leaky"] and not by_protocol["loso2"]["leaky"]
+    assert by_protocol["loso2"]["n_train"] > by_protocol["loso0"]["n_train"] * 2.5  # copies of training images
+    assert by_protocol["augment-then-split2"]["augmentation"]["test_rows_with_source_in_train"] > 0.5
+    assert len(data) == 4 and all(0 < row["results"][0]["accuracy"] <= 1 for row in data)
+
+
+def test_seed_resnet_svm_and_linear_baseline_scaled_down(data_root, tmp_path, monkeypatch):
+    from fer_features.experiments import seed_resnet_svm
+
+    monkeypatch.setenv("FER_FEATURES_CACHE", str(tmp_path / "cache"))
+    md, payload = seed_resnet_svm(data_root, ["hog"], ["lda", "linear_svm"], lambda m: None, n_images=90,
+                                  per_class=(40, 60))
+    text = "\n".join(md)
+    assert "Accuracy %, preprocessing bbhe" in text and "DS4 leaky" in text and "DS1 leak-free" in text
+    rows = payload["hog"]
+    assert len(rows) == 2 * 7  # (DS1 once, DS2-4 twice) x with/without BBHE
+    ds4 = next(r for r in rows if r["ds"] == "DS4" and not r["leaky"] and r["preprocess"] == "none")["results"][0]
+    assert ds4["n_train"] == 3 * 60 and ds4["n_test"] == 9  # grown training part, original test images only
+
+    p = subprocess.run([sys.executable, "-m", "fer_features", "experiment", "seed-linear-baseline",
+                        "--data-root", data_root, "--out", tmp_path, "--backbone", "hog", "--clf", "linear_svm,lda"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900,
+                       env={**__import__("os").environ, "FER_FEATURES_CACHE": str(tmp_path / "cache")})
+    assert p.returncode == 0, p.stderr[-2000:]
+    md = (tmp_path / "seed-linear-baseline.md").read_text()
+    assert "| **linear_svm** |" in md and "linear_svm ranks" in md and "subject-independent" in md
