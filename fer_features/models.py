@@ -11,7 +11,7 @@ MODEL_FORMAT = "fer_features.model/1"
 TRUSTED_PREFIXES = ("sklearn.", "sklearnex.", "daal4py.", "onedal.", "numpy.", "builtins.", "fer_features.",
                     "collections.", "scipy.")
 EXTRACTION_KEYS = ("backbone", "weights", "image_size", "pooling", "layer", "preprocess", "face_crop",
-                   "face_margin", "align", "flip_average")
+                   "face_margin", "align", "flip_average", "precision")
 
 
 class ModelError(ValueError):
@@ -50,8 +50,13 @@ def load_model(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
-    if path.suffix == ".keras":
-        raise ModelError(f"{path}: Keras models are not supported by this version")
+    if path.suffix == ".keras":  # a fine-tuned network (finetune --save)
+        from .finetune import load_keras
+
+        try:
+            return load_keras(path)
+        except (ValueError, OSError, KeyError) as exc:
+            raise ModelError(f"{path}: cannot load ({exc})") from None
     import skops.io as sio
 
     try:
@@ -88,11 +93,32 @@ def predict_images(bundle: dict, paths: Sequence[str | Path], *, batch_size: int
     from .datasets import ImageReadError, read_image
     from .extract import FeatureExtractor
 
-    ext_settings = dict(bundle["extraction"])
-    if weights:
-        ext_settings["weights"] = weights
-    fx = FeatureExtractor(batch_size=batch_size, **ext_settings)
-    pipe, labels = bundle["pipeline"], bundle["label_names"]
+    labels = bundle["label_names"]
+    if "keras_model" in bundle:  # fine-tuned network: the same preprocessing, then the network end to end
+        from .finetune import predict_proba
+        from .preprocess import PreprocessConfig, Preprocessor
+
+        e = bundle["extraction"]
+        prep = Preprocessor(PreprocessConfig(image_size=int(e["image_size"]), face_crop=e["face_crop"],
+                                             face_margin=float(e["face_margin"]), intensity=e["preprocess"]))
+        classes = list(range(len(labels)))
+
+        def proba_of(imgs):
+            return predict_proba(bundle["keras_model"], np.stack([prep(i)[0] for i in imgs]), batch_size)
+    else:
+        ext_settings = dict(bundle["extraction"])
+        if weights:
+            ext_settings["weights"] = weights
+        fx = FeatureExtractor(batch_size=batch_size, **ext_settings)
+        pipe = bundle["pipeline"]
+        classes = list(pipe.classes_)
+
+        def proba_of(imgs):
+            feats = fx.fit().transform(imgs)
+            if hasattr(pipe, "predict_proba"):
+                return pipe.predict_proba(feats)
+            return np.eye(len(labels))[pipe.predict(feats)]  # no probabilities: one-hot of the prediction
+
     rows: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
     for p in paths:
@@ -103,14 +129,7 @@ def predict_images(bundle: dict, paths: Sequence[str | Path], *, batch_size: int
         except ImageReadError as exc:
             rows.append({"path": str(p), "label": None, "error": str(exc)})
     if good:
-        fx.fit()
-        feats = fx.transform([g[1] for g in good])
-        if hasattr(pipe, "predict_proba"):
-            proba = pipe.predict_proba(feats)
-        else:  # a classifier without probabilities: one-hot of the prediction
-            pred = pipe.predict(feats)
-            proba = np.eye(len(labels))[pred]
-        classes = list(pipe.classes_)
+        proba = proba_of([g[1] for g in good])
         for (row_i, _), pr in zip(good, proba):
             probs = {labels[c]: float(v) for c, v in zip(classes, pr)}
             for lab in labels:
