@@ -1,6 +1,6 @@
 """Fine-tuned vs frozen efficientnet_lite0 on JAFFE, subject-grouped folds, one table.
 
-    python bench/finetune_jaffe.py [--image-size 112] [--folds 5] [--epochs 15]
+    python bench/finetune_jaffe.py [--image-size 112] [--folds 5] [--epochs 40] [--patience 8]
 
 Rows, all on the same subject-grouped folds (StratifiedGroupKFold, seed 0):
 * frozen efficientnet_lite0 + cubic SVM: default features (224 px, block4c_add@grid7) and the same at the
@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/datasets/jaffe")
     ap.add_argument("--image-size", type=int, default=112)
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=40, help="most epochs per phase")
+    ap.add_argument("--patience", type=int, default=8, help="early-stopping patience (epochs)")
     ap.add_argument("--out", default="bench/results/finetune_jaffe")
     a = ap.parse_args()
 
@@ -48,7 +49,7 @@ def main() -> None:
         print(rows[-1][0], f"{100 * r['accuracy']:.1f} %", flush=True)
         frozen_paths = list(cache.paths)
 
-    cfg = F.FinetuneConfig(mode="top", image_size=a.image_size, epochs=a.epochs, patience=4)
+    cfg = F.FinetuneConfig(mode="top", image_size=a.image_size, epochs=a.epochs, patience=a.patience)
     t = time.perf_counter()
     ft = F.run(a.data, cfg, "group-kfold", folds=a.folds, progress=False)
     ft_wall = time.perf_counter() - t
@@ -67,7 +68,7 @@ def main() -> None:
 
     md = ["# Fine-tuned vs frozen efficientnet_lite0 on JAFFE (subject-grouped folds)", "",
           f"Command: `python bench/finetune_jaffe.py --image-size {a.image_size} --folds {a.folds} "
-          f"--epochs {a.epochs}` ({total / 60:.1f} min in all)",
+          f"--epochs {a.epochs} --patience {a.patience}` ({total / 60:.1f} min in all)",
           f"Machine: {machine_info([('tensorflow', 'TensorFlow'), ('keras', 'Keras'), ('sklearn', 'scikit-learn')])}.",
           f"Protocol: {ft['protocol_description']} (StratifiedGroupKFold, seed 0; the same folds for every row).",
           f"Fine-tuning: Adam lr {cfg.lr} for the new head, then the last stage unfrozen at {cfg.fine_lr}; batch "

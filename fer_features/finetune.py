@@ -222,7 +222,8 @@ def train(cfg: FinetuneConfig, images: np.ndarray, y: np.ndarray, n_classes: int
         if val_ds is not None:
             callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience,
                                                            restore_best_weights=True))
-        h = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0, callbacks=callbacks)
+        h = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0, callbacks=callbacks,
+                      shuffle=False)  # make_dataset shuffles
         history["phases"].append({"phase": phase, "lr": lr, "epochs_run": len(h.history["loss"]),
                                   "trainable_weights": len(model.trainable_weights),
                                   **{k: [float(v) for v in vals] for k, vals in h.history.items()}})
