@@ -161,7 +161,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, tra
     ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     aug = _augmenter(augment, seed) if training else None
     if aug is not None:
-        ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (aug(x, training=True), y))  # sequential: seeded random draws in order
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

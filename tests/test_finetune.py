@@ -98,3 +98,14 @@ def test_run_save_and_predict(tiny_two_class, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.splitlines()[0].startswith("path,label,p_happy,p_sad")
+
+
+def test_same_seed_same_model(tiny_two_class):
+    """Seeded shuffling, augmentation and initialisation: two runs give the same predictions."""
+    from fer_features.augment import AugmentConfig
+
+    cfg = F.FinetuneConfig(mode="top", **{**TINY, "epochs": 2, "augment": AugmentConfig()})
+    ds, images = F.load_images(tiny_two_class, cfg, progress=False)
+    y = np.array([ds.label_names.index(r.label) for r in ds.records])
+    p = [F.predict_proba(F.train(cfg, images, y, 2, log=lambda m: None)[0], images) for _ in range(2)]
+    assert np.array_equal(p[0], p[1])
