@@ -106,6 +106,16 @@ def copy_rng(cfg: AugmentConfig, row: int, copy: int) -> np.random.Generator:
 
 
 # -- how many copies --------------------------------------------------------------------------------
+def balances(balance: int | str | None) -> bool:
+    """Whether ``balance`` asks for class balancing (None, 0, '' and 'none' do not)."""
+    return balance not in (None, 0, "", "none")
+
+
+def augments(copies: int, balance: int | str | None) -> bool:
+    """Whether ``copies``/``balance`` ask for any augmented copy at all."""
+    return bool(copies) or balances(balance)
+
+
 def fold_plan(train_idx: np.ndarray, y: np.ndarray, *, copies: int = 0, balance: int | str | None = None,
               seed: int = 0) -> dict[int, int]:
     """Copies per training row: ``copies`` each, then ``balance`` tops every class up to N images.
@@ -115,7 +125,7 @@ def fold_plan(train_idx: np.ndarray, y: np.ndarray, *, copies: int = 0, balance:
     """
     train_idx = np.asarray(train_idx)
     plan = {int(i): int(copies) for i in train_idx}
-    if balance in (None, 0, "", "none"):
+    if not balances(balance):
         return plan
     classes, counts = np.unique(y[train_idx], return_counts=True)
     target = int(counts.max() * (1 + copies)) if balance == "max" else int(balance)

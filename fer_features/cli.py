@@ -280,6 +280,7 @@ def _save(cache, a, overrides, aug) -> tuple:
     """Train the preset on all images (or the training split) and save it; returns (path, trained on)."""
     import numpy as np
 
+    from .augment import augment_splits, augments
     from .classifiers import make_classifier
     from .models import extraction_settings, save_model
 
@@ -294,9 +295,7 @@ def _save(cache, a, overrides, aug) -> tuple:
     # saved models use stock scikit-learn: skops stores its estimators safely (sklearnex holds native state)
     pipe = make_classifier(a.clf, overrides, engine="sklearn", probability=True, pca=_pca_arg(a.pca))
     X, y = cache.features, cache.labels
-    if aug["copies"] or aug["balance"] not in (None, 0):
-        from .augment import augment_splits
-
+    if augments(aug["copies"], aug["balance"]):
         d = augment_splits(cache, [(idx, np.array([], dtype=np.int64))], aug["augment"], copies=aug["copies"],
                            balance=aug["balance"])
         (idx, _), = d.splits
@@ -398,8 +397,9 @@ def _cmd_experiment(a) -> int:
 def _add_finetune(sub) -> None:
     from .augment import AUGMENT_HELP
     from .backbones import DEFAULT_BACKBONE
-    from .evaluation import PROTOCOLS
+    from .evaluation import LEAKY_PROTOCOL, PROTOCOLS
     from .finetune import MODES
+    from .preprocess import FACE_CROP_METHODS, INTENSITY_METHODS
 
     p = sub.add_parser(
         "finetune", formatter_class=_Fmt, help="fine-tune a backbone end to end, with the same protocols",
@@ -425,10 +425,10 @@ def _add_finetune(sub) -> None:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs) on val accuracy")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's)")
     p.add_argument("--augment", default="default", metavar="SPEC", help=AUGMENT_HELP + "; 'none' to switch off")
-    p.add_argument("--preprocess", default="none", choices=("none", "histeq", "clahe", "bbhe"))
-    p.add_argument("--face-crop", default="none", choices=("none", "haar", "mtcnn"))
+    p.add_argument("--preprocess", default="none", choices=INTENSITY_METHODS)
+    p.add_argument("--face-crop", default="none", choices=FACE_CROP_METHODS)
     p.add_argument("--face-margin", type=float, default=0.2)
-    p.add_argument("--protocol", default="auto", choices=[x for x in PROTOCOLS if x != "augment-then-split"])
+    p.add_argument("--protocol", default="auto", choices=[x for x in PROTOCOLS if x != LEAKY_PROTOCOL])
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--test-size", type=float, default=0.1)
     p.add_argument("--test-split", default=None)

@@ -332,10 +332,8 @@ def augmented_data(cache, protocol: str = "auto", *, augment=None, copies: int =
     """
     from . import augment as A
 
-    wants = bool(copies) or balance not in (None, 0, "", "none")
-    if protocol == LEAKY_PROTOCOL:
-        if not wants:
-            raise ProtocolError(f"protocol {LEAKY_PROTOCOL!r} needs augmentation (--copies N or --balance N)")
+    wants = A.augments(copies, balance)
+    if protocol == LEAKY_PROTOCOL and wants:  # without augmentation, make_splits refuses the protocol
         d = A.augment_then_split(cache, augment or A.AugmentConfig(seed=seed), copies=copies, balance=balance,
                                  test_size=test_size, seed=seed, progress=progress)
         pct = 100 * d.info["test_rows_with_source_in_train"]
@@ -378,7 +376,8 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
                      f"in their training part ({dup['duplicate_rows']} duplicate rows in the data)")
     kw = dict(engine=engine, overrides=overrides, pca=pca, duplicates=dup, subject_norm=subject_norm, groups=groups)
     workers = min(len(classifiers), os.cpu_count() or 1, 2) if n_jobs is None else n_jobs
-    if len(splits) == 1 and workers > 1 and len(classifiers) > 1:
+    parallel = len(splits) == 1 and workers > 1 and len(classifiers) > 1
+    if parallel:
         # one split (official, holdout): the folds cannot run in parallel, so the classifiers do, two at a
         # time with one BLAS thread each (fit/predict seconds are each classifier's own, measured in its worker)
         outs = Parallel(n_jobs=workers, inner_max_num_threads=1, return_as="generator")(
@@ -389,7 +388,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     for r in outs:
         r.update(cache_summary(cache))
         r["warnings"] = notes
-        if len(splits) == 1 and workers > 1 and len(classifiers) > 1:
+        if parallel:
             r["classifiers_in_parallel"] = workers
         results.append(r)
         if on_result:

@@ -25,7 +25,6 @@ from . import evaluation as ev
 from .augment import AugmentConfig
 
 
-
 def default_backbones() -> list[str]:
     """The offline default plus every Keras backbone whose ImageNet weights Keras has cached here."""
     return [bb.DEFAULT_BACKBONE] + [c.name for c in bb.list_backbones()
@@ -90,7 +89,7 @@ def seed_linear_baseline(data_root: Path, backbones: list[str], classifiers: lis
 def seed_jaffe(data_root: Path, backbones: list[str], classifiers: list[str], log, copies: int = 30) -> tuple[list, dict]:
     md, payload = [], {}
     cfg = AugmentConfig()
-    rows = [("augment-then-split", copies, "LEAKY: every image augmented, then a random 90/10 split (the seed's)"),
+    rows = [(ev.LEAKY_PROTOCOL, copies, "LEAKY: every image augmented, then a random 90/10 split (the seed's)"),
             ("holdout", 0, "leaky: random 90/10 split by image, no augmentation (same people in train and test)"),
             ("loso", 0, "leave-one-subject-out, no augmentation"),
             ("loso", copies, f"leave-one-subject-out, {copies} copies of each TRAINING image")]
@@ -146,7 +145,7 @@ def seed_resnet_svm(data_root: Path, backbones: list[str], classifiers: list[str
                 for leaky in (True, False):
                     if balance is None and leaky:
                         continue  # nothing to augment: DS1 has one protocol (holdout)
-                    protocol = "augment-then-split" if leaky else "holdout"
+                    protocol = ev.LEAKY_PROTOCOL if leaky else "holdout"
                     res, _ = ev.run(cache, classifiers, protocol, balance=balance, augment=cfg, test_size=0.1,
                                     progress=False)
                     tables[(prep, ds_name, leaky)] = res

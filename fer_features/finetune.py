@@ -73,6 +73,20 @@ class FinetuneConfig:
     def name(self) -> str:
         return f"finetune_{self.backbone}_{self.mode}"
 
+    def extraction(self) -> dict[str, Any]:
+        """The image preparation settings (stored in a saved model; ``preprocessor`` rebuilds it)."""
+        return {"image_size": self.size, "preprocess": self.preprocess, "face_crop": self.face_crop,
+                "face_margin": float(self.face_margin)}
+
+
+def preprocessor(extraction: dict[str, Any]):
+    """The ``Preprocessor`` of ``FinetuneConfig.extraction()`` settings: the same preparation as extract."""
+    from .preprocess import PreprocessConfig, Preprocessor
+
+    return Preprocessor(PreprocessConfig(image_size=int(extraction["image_size"]), face_crop=extraction["face_crop"],
+                                         face_margin=float(extraction["face_margin"]),
+                                         intensity=extraction["preprocess"]))
+
 
 # -- model ----------------------------------------------------------------------------------------------
 def build_model(cfg: FinetuneConfig, n_classes: int):
@@ -238,17 +252,23 @@ def predict_proba(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray
 def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool = True):
     """(dataset, uint8 images N x S x S x 3) through the same preprocessing as extract."""
     from .datasets import Dataset, load_dataset
-    from .preprocess import PreprocessConfig, Preprocessor
 
     ds = data if isinstance(data, Dataset) else load_dataset(data, format)
-    prep = Preprocessor(PreprocessConfig(image_size=cfg.size, face_crop=cfg.face_crop,
-                                         face_margin=float(cfg.face_margin), intensity=cfg.preprocess))
+    prep = preprocessor(cfg.extraction())
     it = range(len(ds))
     if progress:
         from tqdm import tqdm
 
         it = tqdm(it, unit="img", desc="preprocess", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     return ds, np.stack([prep(ds.load_image(i))[0] for i in it])
+
+
+def _targets(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class index, subject id, split name) per record of ``ds``."""
+    y = np.array([ds.label_names.index(r.label) for r in ds.records])
+    groups = np.array([r.subject for r in ds.records], dtype=object)
+    split = np.array([r.split for r in ds.records], dtype=object)
+    return y, groups, split
 
 
 def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "auto", folds: int = 10,
@@ -259,10 +279,8 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     log = log or (lambda m: print(m, file=sys.stderr))
     ds, images = load_images(data, cfg, format, progress)
     names = ds.label_names
-    y = np.array([names.index(r.label) for r in ds.records])
-    groups = np.array([r.subject for r in ds.records], dtype=object)
+    y, groups, split = _targets(ds)
     has_groups = ev._has_groups(groups)
-    split = np.array([r.split for r in ds.records], dtype=object)
     if protocol == "auto":
         protocol = ev.default_protocol(has_groups, any(split))
     splits, info = ev.make_splits(protocol, y, groups if has_groups else None, split if any(split) else None,
@@ -291,26 +309,23 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
 def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", progress: bool = True,
          log=None) -> Path:
     """Train on all images (or the training split) and save a .keras model with labels and preprocessing."""
+    from .evaluation import _has_groups, make_splits
+
+    path = Path(path)
+    if path.suffix != ".keras":  # before the training, not after it
+        raise ValueError(f"{path}: a fine-tuned model is saved as .keras")
     ds, images = load_images(data, cfg, format, progress)
     names = ds.label_names
-    y = np.array([names.index(r.label) for r in ds.records])
-    split = np.array([r.split for r in ds.records], dtype=object)
+    y, groups, split = _targets(ds)
     idx = np.arange(len(y))
     if any(split):
-        from .evaluation import make_splits
-
         (idx, _), = make_splits("official", y, None, split)[0]
-    groups = np.array([r.subject for r in ds.records], dtype=object)
-    model, _ = train(cfg, images[idx], y[idx], len(names), groups[idx] if all(groups) else None, log)
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"{path}: a fine-tuned model is saved as .keras")
+    model, _ = train(cfg, images[idx], y[idx], len(names), groups[idx] if _has_groups(groups) else None, log)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.keras")
     model.save(tmp)
     meta = {"format": "fer_features.keras/1", "label_names": names, "finetune": cfg.to_dict(),
-            "extraction": {"image_size": cfg.size, "preprocess": cfg.preprocess, "face_crop": cfg.face_crop,
-                           "face_margin": cfg.face_margin}, "n_train": int(len(idx))}
+            "extraction": cfg.extraction(), "n_train": int(len(idx))}
     with zipfile.ZipFile(tmp, "a") as z:
         z.writestr(KERAS_META, json.dumps(meta, default=str))
     tmp.replace(path)

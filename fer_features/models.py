@@ -95,12 +95,9 @@ def predict_images(bundle: dict, paths: Sequence[str | Path], *, batch_size: int
 
     labels = bundle["label_names"]
     if "keras_model" in bundle:  # fine-tuned network: the same preprocessing, then the network end to end
-        from .finetune import predict_proba
-        from .preprocess import PreprocessConfig, Preprocessor
+        from .finetune import predict_proba, preprocessor
 
-        e = bundle["extraction"]
-        prep = Preprocessor(PreprocessConfig(image_size=int(e["image_size"]), face_crop=e["face_crop"],
-                                             face_margin=float(e["face_margin"]), intensity=e["preprocess"]))
+        prep = preprocessor(bundle["extraction"])
         classes = list(range(len(labels)))
 
         def proba_of(imgs):
