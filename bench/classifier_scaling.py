@@ -83,7 +83,8 @@ def main() -> None:
     from fer_features.reports import machine_info
 
     t_all = time.perf_counter()
-    cache_path = a.cache or extract_dataset(a.data, image_size=112, layer="last", pooling="avg")
+    cache_path = a.cache or extract_dataset(a.data, image_size=112, layer="last", pooling="avg",
+                                                 face_crop="none", flip_average=False)
     cache = load_cache(cache_path)
     X, y = np.asarray(cache.features, dtype=np.float32), cache.labels
     (train_all, te), = ev.make_splits("official", y, None, cache.split)[0]

@@ -39,7 +39,8 @@ def main() -> None:
     t_all = time.perf_counter()
     rows = []
     for size in (224, a.image_size):
-        cache = load_cache(extract_dataset(a.data, image_size=size, progress=False))
+        cache = load_cache(extract_dataset(a.data, image_size=size, progress=False,
+                                                  face_crop="none", flip_average=False))
         splits, info = ev.make_splits("group-kfold", cache.labels, cache.subjects, folds=a.folds)
         r = ev.evaluate(np.asarray(cache.features, np.float32), cache.labels, cache.label_names, "cubic_svm",
                         splits, info)

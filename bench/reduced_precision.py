@@ -30,7 +30,8 @@ POLICIES = ("float32", "bfloat16")
 def _build(name, weights, precision, size=224):
     from fer_features.extract import FeatureExtractor
 
-    return FeatureExtractor(backbone=name, weights=weights, image_size=size, precision=precision).fit()
+    return FeatureExtractor(backbone=name, weights=weights, image_size=size, precision=precision,
+                            face_crop="none", flip_average=False).fit()  # the network's own cost
 
 
 def child_speed(name, weights, policy, size=224) -> dict:

@@ -22,7 +22,8 @@ def _quiet_tf() -> None:
 def _add_extract(sub) -> None:
     from .backbones import DEFAULT_BACKBONE, LAYERS_HELP, POOLINGS_HELP
     from .datasets import FORMATS
-    from .preprocess import FACE_CROP_METHODS, INTENSITY_METHODS
+    from .extract import DEFAULT_FLIP_AVERAGE
+    from .preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN, FACE_CROP_METHODS, INTENSITY_METHODS
 
     p = sub.add_parser(
         "extract", formatter_class=_Fmt,
@@ -51,12 +52,16 @@ def _add_extract(sub) -> None:
                    "block4c_add, chosen by experiment; others: last). List: python -m fer_features backbones --layers NAME")
     p.add_argument("--preprocess", default="none", choices=INTENSITY_METHODS,
                    help="intensity normalisation; bbhe = Bi-Histogram Equalisation (Kim 1997)")
-    p.add_argument("--face-crop", default="none", choices=FACE_CROP_METHODS,
-                   help="crop the face first (OpenCV Haar cascade or MTCNN); no face found: whole image kept")
-    p.add_argument("--face-margin", type=float, default=0.2, help="margin around the detected face, fraction of its size")
+    p.add_argument("--face-crop", default=DEFAULT_FACE_CROP, choices=FACE_CROP_METHODS,
+                   help="crop the face first (OpenCV Haar cascade or MTCNN; none = whole image); no face found: "
+                   f"whole image kept, and counted (default: {DEFAULT_FACE_CROP})")
+    p.add_argument("--face-margin", type=float, default=DEFAULT_FACE_MARGIN,
+                   help="margin around the detected face, fraction of its size; negative crops inside the box "
+                   f"(default: {DEFAULT_FACE_MARGIN}, the detector's box: best by experiment)")
     p.add_argument("--align", action="store_true", help="rotate so the eyes are level (MTCNN landmarks)")
-    p.add_argument("--flip-average", action="store_true",
-                   help="average each image's features with its mirror image's (2x the network time)")
+    p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP_AVERAGE,
+                   help="average each image's features with its mirror image's (2x the network time; "
+                   f"default: {'on' if DEFAULT_FLIP_AVERAGE else 'off'})")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                    help="network arithmetic: bfloat16 = Keras mixed precision; moved accuracy < 0.5 points, "
                    "1.4x faster for resnet50 but slower for efficientnet_lite0/mobilenet_v2 on this CPU "

@@ -53,6 +53,7 @@ def _extract(data, log, **kw):
     from .cache import load_cache
     from .extract import extract_dataset
 
+    kw = {"face_crop": "none", "flip_average": False, **kw}  # the seed studies: whole image, one forward pass
     return load_cache(extract_dataset(data, progress=sys.stderr.isatty(), log=log, **kw))
 
 

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from . import backbones as bb
 from .cache import CacheWriter, cache_filename, cache_key, load_cache, is_complete, package_versions
-from .preprocess import INTENSITY_METHODS, PreprocessConfig, Preprocessor
+from .preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN, INTENSITY_METHODS, PreprocessConfig, Preprocessor
 
 DEFAULT_CACHE_DIR = "cache"
 
@@ -39,6 +39,7 @@ def _weights_id(weights: str) -> str:
 # downstream accuracy within 0.5 points; faster only for dense-convolution networks (resnet50 1.4x), slower for
 # the depthwise ones (efficientnet_lite0 0.75x, mobilenet_v2 0.95x) on this CPU.
 PRECISIONS = ("float32", "bfloat16")
+DEFAULT_FLIP_AVERAGE = True  # with the Haar crop: chosen by experiment (bench/results/feature_quality.md)
 
 
 @contextlib.contextmanager
@@ -67,8 +68,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def __init__(self, backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
                  image_size: int | None = None, pooling: str | None = None, layer: str | None = None,
-                 preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
-                 align: bool = False, flip_average: bool = False, precision: str = "float32",
+                 preprocess: str = "none", face_crop: str = DEFAULT_FACE_CROP,
+                 face_margin: float = DEFAULT_FACE_MARGIN, align: bool = False,
+                 flip_average: bool = DEFAULT_FLIP_AVERAGE, precision: str = "float32",
                  batch_size: int = 32):
         self.backbone = backbone
         self.weights = weights
@@ -225,8 +227,9 @@ class ExtractionError(RuntimeError):
 def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None = None,
                     backbone: str = bb.DEFAULT_BACKBONE, weights: str | None = "imagenet",
                     image_size: int | None = None, pooling: str | None = None, layer: str | None = None,
-                    preprocess: str = "none", face_crop: str = "none", face_margin: float = 0.2,
-                    align: bool = False, flip_average: bool = False, precision: str = "float32",
+                    preprocess: str = "none", face_crop: str = DEFAULT_FACE_CROP,
+                    face_margin: float = DEFAULT_FACE_MARGIN, align: bool = False,
+                    flip_average: bool = DEFAULT_FLIP_AVERAGE, precision: str = "float32",
                     batch_size: int = 32, frontal_only: bool = False,
                     strict: bool = False, progress: bool = True, workers: int = 2,
                     log=None) -> Path:

@@ -294,8 +294,15 @@ def eye_angle(box: FaceBox) -> float | None:
     return math.degrees(math.atan2(y2 - y1, x2 - x1))
 
 
+MIN_FACE_MARGIN = -0.45  # a crop at least 10 % of the detected box's side
+# extract's defaults, chosen by experiment (bench/results/feature_quality.md): Haar crop, the detector's own box
+DEFAULT_FACE_CROP = "haar"
+DEFAULT_FACE_MARGIN = 0.0
+
+
 def crop_face(img: np.ndarray, box: FaceBox, margin: float = 0.2, *, align: bool = False) -> np.ndarray:
-    """Square crop centred on ``box``, side ``max(w, h) * (1 + 2 * margin)``; parts outside the image are
+    """Square crop centred on ``box``, side ``max(w, h) * (1 + 2 * margin)`` (a negative margin crops inside
+    the box; -0.45 at the least); parts outside the image are
     filled by edge replication. ``align`` (needs eye landmarks, else a no-op) first rotates the image about
     the eye midpoint so the eyes are level."""
     img = _as_uint8(img)
@@ -312,7 +319,7 @@ def crop_face(img: np.ndarray, box: FaceBox, margin: float = 0.2, *, align: bool
         if squeeze:
             img = img[..., None]
         cx, cy = rot @ np.array([cx, cy, 1.0])
-    s = max(1, int(round(max(box.w, box.h) * (1.0 + 2.0 * max(0.0, float(margin))))))
+    s = max(1, int(round(max(box.w, box.h) * (1.0 + 2.0 * max(MIN_FACE_MARGIN, float(margin))))))
     x0, y0 = int(round(cx - s / 2.0)), int(round(cy - s / 2.0))
     h, w = img.shape[:2]
     if x0 >= 0 and y0 >= 0 and x0 + s <= w and y0 + s <= h:
@@ -358,8 +365,8 @@ class PreprocessConfig:
             margin = float(self.face_margin)
         except (TypeError, ValueError):
             margin = float("nan")
-        if not (0.0 <= margin <= 2.0):
-            raise ValueError(f"face_margin must be a number within 0..2, got {self.face_margin!r}")
+        if not (MIN_FACE_MARGIN <= margin <= 2.0):
+            raise ValueError(f"face_margin must be a number within {MIN_FACE_MARGIN}..2, got {self.face_margin!r}")
         if not isinstance(self.align, (bool, np.bool_)):
             raise ValueError(f"align must be True or False, got {self.align!r}")
 
@@ -396,4 +403,7 @@ class Preprocessor:
             if box is not None:
                 img = crop_face(img, box, float(self.config.face_margin), align=bool(self.config.align))
         img = equalize(img, self.config.intensity)
-        return resize(to_rgb(img), int(self.config.image_size)), found
+        size = int(self.config.image_size)
+        if img.shape[0] >= size and img.shape[1] >= size:  # shrinking (INTER_AREA) a grey image before making
+            return to_rgb(resize(img, size)), found          # it RGB: a third of the work, the same pixels
+        return resize(to_rgb(img), size), found  # enlarging: INTER_CUBIC's SIMD rounding differs per channel count

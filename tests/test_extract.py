@@ -147,13 +147,19 @@ def test_default_features_are_the_registry_choice_and_classical_descriptors_extr
         FeatureExtractor(backbone="hog", layer="block4c_add").settings()
 
 
+def test_defaults_are_the_measured_best_face_crop_and_flip():
+    s = FeatureExtractor().settings()
+    assert (s["face_crop"], s["face_margin"], s["flip_average"]) == ("haar", 0.0, True)
+    assert (s["layer"], s["pooling"]) == ("block4c_add", "grid7")
+
+
 def test_flip_average_is_mirror_invariant_and_keyed():
     rng = np.random.default_rng(4)
     imgs = [rng.integers(0, 256, (40, 40)).astype(np.uint8) for _ in range(3)]
     fx = FeatureExtractor(image_size=48, layer="block3b_add", pooling="grid2", flip_average=True)
     f = fx.fit().transform(imgs)
     np.testing.assert_allclose(fx.transform([im[:, ::-1] for im in imgs]), f, atol=1e-4)
-    plain = FeatureExtractor(image_size=48, layer="block3b_add", pooling="grid2")
+    plain = FeatureExtractor(image_size=48, layer="block3b_add", pooling="grid2", flip_average=False)
     assert not np.allclose(plain.fit().transform(imgs), f, atol=1e-4)
     assert fx.settings()["flip_average"] and not plain.settings()["flip_average"]
 

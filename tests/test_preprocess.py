@@ -320,6 +320,8 @@ def test_crop_face_inside_is_a_plain_slice():
     c = crop_face(img, FaceBox(40, 30, 20, 20), margin=0.5)
     assert c.shape == (40, 40)
     np.testing.assert_array_equal(c, img[20:60, 30:70])
+    np.testing.assert_array_equal(crop_face(img, FaceBox(40, 30, 20, 20), margin=0.0), img[30:50, 40:60])  # the box
+    np.testing.assert_array_equal(crop_face(img, FaceBox(40, 30, 20, 20), margin=-0.25), img[35:45, 45:55])  # inside
 
 
 @pytest.mark.parametrize("box", [FaceBox(0, 0, 30, 40), FaceBox(80, 70, 30, 30), FaceBox(-5, 50, 20, 60),
@@ -394,7 +396,7 @@ def test_preprocessor_pickles(jaffe):
 @pytest.mark.parametrize("bad, word", [
     ({"face_crop": "dlib"}, "face_crop"), ({"intensity": "sharpen"}, "intensity"),
     ({"image_size": 0}, "image_size"), ({"image_size": 224.5}, "image_size"),
-    ({"face_margin": -0.1}, "face_margin"), ({"face_margin": float("nan")}, "face_margin"),
+    ({"face_margin": -0.5}, "face_margin"), ({"face_margin": float("nan")}, "face_margin"),
     ({"align": "yes"}, "align"),
 ])
 def test_invalid_config_raises(bad, word):
