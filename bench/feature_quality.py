@@ -57,6 +57,41 @@ CONFIGS: list[tuple[str, dict]] = [
 DATASETS = [("jaffe", "loso", ("none", "center", "neutral")), ("ckplus48", "group-kfold", ("none", "center"))]
 
 
+OTHER_CLASSIFIERS = ["linear_svm", "quadratic_svm", "cubic_svm", "logreg", "lda", "medium_nn"]
+
+
+def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
+    """JAFFE LOSO with several classifiers: the default row against the best HOG and LBP rows (by linear SVM)."""
+    from fer_features import evaluation as ev
+    from fer_features.cache import load_cache
+
+    def best(pred):
+        vals = [(table[(i, "jaffe")]["none"], i) for i, (label, _) in configs if (i, "jaffe") in table and pred(label)]
+        return max(vals)[1] if vals else None
+
+    picks = [("default", best(lambda s: "DEFAULT" in s)), ("best HOG", best(is_hog)),
+             ("best LBP", best(lambda s: s.startswith("lbp")))]
+    picks = [(n, i) for n, i in picks if i is not None]
+    if len(picks) < 2:
+        return []
+    accs = {}
+    for _, i in picks:
+        cache = load_cache(table[(i, "jaffe")]["path"])
+        splits, info = ev.make_splits("loso", cache.labels, cache.subjects)
+        for clf in OTHER_CLASSIFIERS:
+            r = ev.evaluate(cache.features, cache.labels, cache.label_names, clf, splits, info, engine=engine)
+            accs[(i, clf)] = r["accuracy_pooled"]
+    out = ["", "## Other classifiers (JAFFE LOSO, no identity normalisation)", "",
+           "The same rows with other presets, same folds (rows picked above by `linear_svm`):", "",
+           "| row | " + " | ".join(OTHER_CLASSIFIERS) + " |", "|---|" + "---:|" * len(OTHER_CLASSIFIERS)]
+    for n, i in picks:
+        out.append(f"| {n} (row {i}) | " + " | ".join(f"{100 * accs[(i, c)]:.1f}" for c in OTHER_CLASSIFIERS) + " |")
+    d, h = picks[0][1], picks[1][1]
+    gaps = [100 * (accs[(d, c)] - accs[(h, c)]) for c in OTHER_CLASSIFIERS]
+    out.append(f"\nDefault minus best HOG row, same classifier: {min(gaps):+.1f} to {max(gaps):+.1f} points.")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default="../shared/datasets")
@@ -87,7 +122,7 @@ def main(argv=None) -> int:
             ext_s = time.perf_counter() - t
             row = {"dim": cache.features.shape[1], "extract_s": ext_s, "n": int(cache.features.shape[0]),
                    "images_per_second": float(cache.attrs.get("images_per_second", 0.0)),
-                   "no_face": int(cache.attrs.get("n_no_face", 0)), "settings": cache.settings}
+                   "no_face": int(cache.attrs.get("n_no_face", 0)), "settings": cache.settings, "path": str(path)}
             for norm in norms:
                 res, _ = ev.run(cache, [a.clf], protocol, engine=a.engine, subject_norm=norm)
                 row[norm] = res[0]["accuracy_pooled"]
@@ -161,6 +196,7 @@ def main(argv=None) -> int:
     if faces:
         lines.append(f"- Images with no face found by Haar in the default row (whole image kept): {', '.join(faces)}.")
     md += lines
+    md += _other_classifiers(table, configs, is_hog, a.engine)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(md) + "\n")
     Path(a.out).with_suffix(".json").write_text(json.dumps(

@@ -54,14 +54,13 @@ def _add_extract(sub) -> None:
                    help="intensity normalisation; bbhe = Bi-Histogram Equalisation (Kim 1997)")
     p.add_argument("--face-crop", default=DEFAULT_FACE_CROP, choices=FACE_CROP_METHODS,
                    help="crop the face first (OpenCV Haar cascade or MTCNN; none = whole image); no face found: "
-                   f"whole image kept, and counted (default: {DEFAULT_FACE_CROP})")
+                   "whole image kept, and counted")
     p.add_argument("--face-margin", type=float, default=DEFAULT_FACE_MARGIN,
-                   help="margin around the detected face, fraction of its size; negative crops inside the box "
-                   f"(default: {DEFAULT_FACE_MARGIN}, the detector's box: best by experiment)")
+                   help="margin around the detected face, fraction of its size on each side; negative crops "
+                   "inside the box; 0 = the detector's box (best in bench/results/feature_quality.md)")
     p.add_argument("--align", action="store_true", help="rotate so the eyes are level (MTCNN landmarks)")
     p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP_AVERAGE,
-                   help="average each image's features with its mirror image's (2x the network time; "
-                   f"default: {'on' if DEFAULT_FLIP_AVERAGE else 'off'})")
+                   help="average each image's features with its mirror image's (2x the network time)")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                    help="network arithmetic: bfloat16 = Keras mixed precision; moved accuracy < 0.5 points, "
                    "1.4x faster for resnet50 but slower for efficientnet_lite0/mobilenet_v2 on this CPU "
