@@ -58,6 +58,17 @@ DATASETS = [("jaffe", "loso", ("none", "center", "neutral")), ("ckplus48", "grou
 
 
 OTHER_CLASSIFIERS = ["linear_svm", "quadratic_svm", "cubic_svm", "logreg", "lda", "medium_nn"]
+CROP_KEYS = ("face_crop", "face_margin", "align", "flip_average", "preprocess")
+
+
+def _same_crop_row(table, configs, ds, pred) -> int | None:
+    """The row (matching ``pred``) whose crop/flip settings are the DEFAULT row's: 'on the same crops'."""
+    d = next((i for i, (label, _) in configs if "DEFAULT" in label and (i, ds) in table), None)
+    if d is None:
+        return None
+    want = {k: table[(d, ds)]["settings"].get(k) for k in CROP_KEYS}
+    return next((i for i, (label, _) in configs if pred(label) and (i, ds) in table
+                 and {k: table[(i, ds)]["settings"].get(k) for k in CROP_KEYS} == want), None)
 
 
 def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
@@ -70,6 +81,7 @@ def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
         return max(vals)[1] if vals else None
 
     picks = [("default", best(lambda s: "DEFAULT" in s)), ("best HOG", best(is_hog)),
+             ("HOG, the default's crop and flip", _same_crop_row(table, configs, "jaffe", is_hog)),
              ("best LBP", best(lambda s: s.startswith("lbp")))]
     picks = [(n, i) for n, i in picks if i is not None]
     if len(picks) < 2:
@@ -86,9 +98,11 @@ def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
            "| row | " + " | ".join(OTHER_CLASSIFIERS) + " |", "|---|" + "---:|" * len(OTHER_CLASSIFIERS)]
     for n, i in picks:
         out.append(f"| {n} (row {i}) | " + " | ".join(f"{100 * accs[(i, c)]:.1f}" for c in OTHER_CLASSIFIERS) + " |")
-    d, h = picks[0][1], picks[1][1]
-    gaps = [100 * (accs[(d, c)] - accs[(h, c)]) for c in OTHER_CLASSIFIERS]
-    out.append(f"\nDefault minus best HOG row, same classifier: {min(gaps):+.1f} to {max(gaps):+.1f} points.")
+    d = picks[0][1]
+    for n, h in picks[1:]:
+        if n.startswith("HOG") or n == "best HOG":
+            gaps = [100 * (accs[(d, c)] - accs[(h, c)]) for c in OTHER_CLASSIFIERS]
+            out.append(f"\nDefault minus {n} (row {h}), same classifier: {min(gaps):+.1f} to {max(gaps):+.1f} points.")
     return out
 
 
@@ -172,6 +186,14 @@ def main(argv=None) -> int:
         if c is not None and h is not None:
             lines.append(f"- JAFFE LOSO, subject-norm {norm}: best CNN {100 * c:.1f} % (row {ci}) vs best HOG "
                          f"{100 * h:.1f} % (row {hi}): {100 * (c - h):+.1f} points.")
+    for ds, name in (("jaffe", "JAFFE LOSO"), ("ckplus48", "CK+48 10-fold")):
+        d = next((i for i, (label, _) in configs if "DEFAULT" in label and (i, ds) in table), None)
+        h = _same_crop_row(table, configs, ds, is_hog)
+        if d is not None and h is not None:
+            lines.append(f"- {name}, HOG on the same crops as the default (row {h}: same crop, margin and flip "
+                         f"average), same classifier: default {100 * table[(d, ds)]['none']:.1f} % vs HOG "
+                         f"{100 * table[(h, ds)]['none']:.1f} %: {100 * (table[(d, ds)]['none'] - table[(h, ds)]['none']):+.1f} "
+                         f"points ({100 * (table[(d, ds)]['center'] - table[(h, ds)]['center']):+.1f} with center).")
     hn, _ = best("jaffe", "none", is_hog)
     for norm in ("center", "neutral"):
         c, ci = best("jaffe", norm, is_cnn)
