@@ -79,12 +79,11 @@ def main() -> None:
     from fer_features import classifiers as C
     from fer_features import evaluation as ev
     from fer_features.cache import load_cache
-    from fer_features.extract import extract_dataset
+    from fer_features.extract import WHOLE_IMAGE, extract_dataset
     from fer_features.reports import machine_info
 
     t_all = time.perf_counter()
-    cache_path = a.cache or extract_dataset(a.data, image_size=112, layer="last", pooling="avg",
-                                                 face_crop="none", flip_average=False)
+    cache_path = a.cache or extract_dataset(a.data, image_size=112, layer="last", pooling="avg", **WHOLE_IMAGE)
     cache = load_cache(cache_path)
     X, y = np.asarray(cache.features, dtype=np.float32), cache.labels
     (train_all, te), = ev.make_splits("official", y, None, cache.split)[0]

@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from fer_features.extract import WHOLE_IMAGE
+
 # (row label, extract options). The DEFAULT row is what `extract` does with no options; every other row
 # spells out its crop and flip so that it keeps its meaning whatever the defaults are.
-W = dict(face_crop="none", flip_average=False)                    # whole image, one forward pass
+W = WHOLE_IMAGE                                                   # whole image, one forward pass
 C20 = dict(face_crop="haar", face_margin=0.2, flip_average=False)  # Haar box + 20 % margin each side
 T0 = dict(face_crop="haar", face_margin=0.0, flip_average=False)   # the Haar box itself
 T5 = dict(face_crop="haar", face_margin=-0.05, flip_average=False)  # 5 % inside the box each side
@@ -61,9 +63,20 @@ OTHER_CLASSIFIERS = ["linear_svm", "quadratic_svm", "cubic_svm", "logreg", "lda"
 CROP_KEYS = ("face_crop", "face_margin", "align", "flip_average", "preprocess")
 
 
+def _best(table, configs, ds, norm, pred) -> tuple[float | None, int | None]:
+    """(accuracy, row) of the most accurate row matching ``pred`` on ``ds`` with subject-norm ``norm``."""
+    vals = [(table[(i, ds)][norm], i) for i, (label, _) in configs if (i, ds) in table and pred(label)]
+    return max(vals) if vals else (None, None)
+
+
+def _default_row(table, configs, ds) -> int | None:
+    """The DEFAULT row's number, if it ran on ``ds``."""
+    return next((i for i, (label, _) in configs if "DEFAULT" in label and (i, ds) in table), None)
+
+
 def _same_crop_row(table, configs, ds, pred) -> int | None:
     """The row (matching ``pred``) whose crop/flip settings are the DEFAULT row's: 'on the same crops'."""
-    d = next((i for i, (label, _) in configs if "DEFAULT" in label and (i, ds) in table), None)
+    d = _default_row(table, configs, ds)
     if d is None:
         return None
     want = {k: table[(d, ds)]["settings"].get(k) for k in CROP_KEYS}
@@ -76,13 +89,10 @@ def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
     from fer_features import evaluation as ev
     from fer_features.cache import load_cache
 
-    def best(pred):
-        vals = [(table[(i, "jaffe")]["none"], i) for i, (label, _) in configs if (i, "jaffe") in table and pred(label)]
-        return max(vals)[1] if vals else None
-
-    picks = [("default", best(lambda s: "DEFAULT" in s)), ("best HOG", best(is_hog)),
+    picks = [("default", _default_row(table, configs, "jaffe")),
+             ("best HOG", _best(table, configs, "jaffe", "none", is_hog)[1]),
              ("HOG, the default's crop and flip", _same_crop_row(table, configs, "jaffe", is_hog)),
-             ("best LBP", best(lambda s: s.startswith("lbp")))]
+             ("best LBP", _best(table, configs, "jaffe", "none", lambda s: s.startswith("lbp"))[1])]
     picks = [(n, i) for n, i in picks if i is not None]
     if len(picks) < 2:
         return []
@@ -174,8 +184,7 @@ def main(argv=None) -> int:
 
     # goals of issue 4, checked on the numbers above
     def best(ds, norm, pred):
-        vals = [(table[(i, ds)][norm], i) for i, (label, _) in configs if (i, ds) in table and pred(label)]
-        return max(vals) if vals else (None, None)
+        return _best(table, configs, ds, norm, pred)
 
     is_cnn = lambda s: s.startswith("CNN")  # noqa: E731
     is_hog = lambda s: s.startswith("hog")  # noqa: E731
@@ -187,7 +196,7 @@ def main(argv=None) -> int:
             lines.append(f"- JAFFE LOSO, subject-norm {norm}: best CNN {100 * c:.1f} % (row {ci}) vs best HOG "
                          f"{100 * h:.1f} % (row {hi}): {100 * (c - h):+.1f} points.")
     for ds, name in (("jaffe", "JAFFE LOSO"), ("ckplus48", "CK+48 10-fold")):
-        d = next((i for i, (label, _) in configs if "DEFAULT" in label and (i, ds) in table), None)
+        d = _default_row(table, configs, ds)
         h = _same_crop_row(table, configs, ds, is_hog)
         if d is not None and h is not None:
             lines.append(f"- {name}, HOG on the same crops as the default (row {h}: same crop, margin and flip "
@@ -205,16 +214,15 @@ def main(argv=None) -> int:
     if c is not None:
         lines.append(f"- CK+48 subject-grouped 10-fold: best CNN {100 * c:.1f} % (row {ci}); best HOG "
                      f"{100 * h:.1f} % (row {hi}); goal 95 %: {'met' if c >= 0.95 else 'NOT met'}.")
-    for i, (label, _) in configs:
-        if "DEFAULT" in label:
-            j, k = table.get((i, "jaffe")), table.get((i, "ckplus48"))
-            if j and k:
-                lines.append(f"- Default configuration (row {i}): JAFFE {100 * j['none']:.1f} % "
-                             f"({100 * j['center']:.1f} % with center), CK+48 {100 * k['none']:.1f} %; against the "
-                             f"best HOG row: JAFFE {100 * (j['none'] - best('jaffe', 'none', is_hog)[0]):+.1f}, "
-                             f"CK+48 {100 * (k['none'] - best('ckplus48', 'none', is_hog)[0]):+.1f} points.")
-    faces = [f"{ds} {table[(i, ds)]['no_face']} of {table[(i, ds)]['n']}" for i, (label, o) in configs
-             for ds, _, _ in DATASETS if "DEFAULT" in label and (i, ds) in table]
+    dj, dk = _default_row(table, configs, "jaffe"), _default_row(table, configs, "ckplus48")
+    hj, hk = best("jaffe", "none", is_hog)[0], best("ckplus48", "none", is_hog)[0]
+    if dj is not None and dj == dk and hj is not None and hk is not None:
+        j, k = table[(dj, "jaffe")], table[(dk, "ckplus48")]
+        lines.append(f"- Default configuration (row {dj}): JAFFE {100 * j['none']:.1f} % "
+                     f"({100 * j['center']:.1f} % with center), CK+48 {100 * k['none']:.1f} %; against the "
+                     f"best HOG row: JAFFE {100 * (j['none'] - hj):+.1f}, CK+48 {100 * (k['none'] - hk):+.1f} points.")
+    faces = [f"{ds} {table[(d, ds)]['no_face']} of {table[(d, ds)]['n']}" for ds, _, _ in DATASETS
+             if (d := _default_row(table, configs, ds)) is not None]
     if faces:
         lines.append(f"- Images with no face found by Haar in the default row (whole image kept): {', '.join(faces)}.")
     md += lines

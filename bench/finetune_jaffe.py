@@ -33,14 +33,13 @@ def main() -> None:
     from fer_features import evaluation as ev
     from fer_features import finetune as F
     from fer_features.cache import load_cache
-    from fer_features.extract import extract_dataset
+    from fer_features.extract import WHOLE_IMAGE, extract_dataset
     from fer_features.reports import machine_info
 
     t_all = time.perf_counter()
     rows = []
     for size in (224, a.image_size):
-        cache = load_cache(extract_dataset(a.data, image_size=size, progress=False,
-                                                  face_crop="none", flip_average=False))
+        cache = load_cache(extract_dataset(a.data, image_size=size, progress=False, **WHOLE_IMAGE))
         splits, info = ev.make_splits("group-kfold", cache.labels, cache.subjects, folds=a.folds)
         r = ev.evaluate(np.asarray(cache.features, np.float32), cache.labels, cache.label_names, "cubic_svm",
                         splits, info)

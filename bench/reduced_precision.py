@@ -28,10 +28,10 @@ POLICIES = ("float32", "bfloat16")
 
 
 def _build(name, weights, precision, size=224):
-    from fer_features.extract import FeatureExtractor
+    from fer_features.extract import WHOLE_IMAGE, FeatureExtractor
 
     return FeatureExtractor(backbone=name, weights=weights, image_size=size, precision=precision,
-                            face_crop="none", flip_average=False).fit()  # the network's own cost
+                            **WHOLE_IMAGE).fit()  # the network's own cost
 
 
 def child_speed(name, weights, policy, size=224) -> dict:

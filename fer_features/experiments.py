@@ -51,9 +51,9 @@ def _header(title: str, command: str, seconds: float, extra: list[str]) -> list[
 
 def _extract(data, log, **kw):
     from .cache import load_cache
-    from .extract import extract_dataset
+    from .extract import WHOLE_IMAGE, extract_dataset
 
-    kw = {"face_crop": "none", "flip_average": False, **kw}  # the seed studies: whole image, one forward pass
+    kw = {**WHOLE_IMAGE, **kw}  # the seed studies fed whole images
     return load_cache(extract_dataset(data, progress=sys.stderr.isatty(), log=log, **kw))
 
 

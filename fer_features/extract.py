@@ -9,6 +9,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,6 +41,9 @@ def _weights_id(weights: str) -> str:
 # the depthwise ones (efficientnet_lite0 0.75x, mobilenet_v2 0.95x) on this CPU.
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_FLIP_AVERAGE = True  # with the Haar crop: chosen by experiment (bench/results/feature_quality.md)
+# the whole image through one forward pass (no face crop, no flip average): what the seed papers fed, and the
+# network's input path alone in the speed benchmarks; spelt out so their numbers keep whatever the defaults are
+WHOLE_IMAGE = MappingProxyType({"face_crop": "none", "flip_average": False})
 
 
 @contextlib.contextmanager
