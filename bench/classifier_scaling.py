@@ -5,7 +5,8 @@
 Features: the FER2013 cache (efficientnet_lite0, 112 px, last layer, global average: 1280-d; extracted first if
 absent). For each size, a stratified sample of the official Training split trains every preset, which is then
 tested on the whole PrivateTest split (3,588 images), so accuracies are comparable across sizes. Presets that
-sklearnex accelerates (the SVMs) run twice, stock and accelerated; the others run stock in both engines, once.
+the default engine accelerates (the SVMs: sklearnex; the thin neural networks: the fused numba loss) run twice,
+stock and accelerated; the others run stock in both engines, once.
 A cell whose time, extrapolated from the previous size, would exceed ``--budget`` seconds is skipped and marked.
 Then the seven seed classifiers train together on the largest size, two at a time (one BLAS thread each).
 
@@ -51,6 +52,20 @@ def _seven_together(names, X, y, tr, te, engine):
     return time.perf_counter() - t, dict(zip(order, outs))
 
 
+def fer2013_features(data, cache_path=None):
+    """(cache path, float32 features, labels, official Training rows, PrivateTest rows) of the FER2013 cache
+    these benches use (efficientnet_lite0, 112 px, last layer, global average; extracted first if absent)."""
+    from fer_features import evaluation as ev
+    from fer_features.cache import load_cache
+    from fer_features.extract import WHOLE_IMAGE, extract_dataset
+
+    cache_path = cache_path or extract_dataset(data, image_size=112, layer="last", pooling="avg", **WHOLE_IMAGE)
+    cache = load_cache(cache_path)
+    X, y = np.asarray(cache.features, dtype=np.float32), cache.labels
+    (train_all, te), = ev.make_splits("official", y, None, cache.split)[0]
+    return cache_path, X, y, train_all, te
+
+
 def _estimate(prev, rows):
     """Seconds at ``rows`` from the last two measured (rows, seconds) points (power law, exponent >= 1)."""
     if not prev:
@@ -77,25 +92,19 @@ def main() -> None:
     from sklearn.model_selection import train_test_split
 
     from fer_features import classifiers as C
-    from fer_features import evaluation as ev
-    from fer_features.cache import load_cache
-    from fer_features.extract import WHOLE_IMAGE, extract_dataset
     from fer_features.reports import machine_info
 
     t_all = time.perf_counter()
-    cache_path = a.cache or extract_dataset(a.data, image_size=112, layer="last", pooling="avg", **WHOLE_IMAGE)
-    cache = load_cache(cache_path)
-    X, y = np.asarray(cache.features, dtype=np.float32), cache.labels
-    (train_all, te), = ev.make_splits("official", y, None, cache.split)[0]
+    cache_path, X, y, train_all, te = fer2013_features(a.data, a.cache)
     sizes = [int(r) for r in a.rows.split(",")]
     names = list(C.PRESETS) if a.clf == "all" else a.clf.split(",")
     samples = {r: np.sort(train_test_split(train_all, train_size=r, stratify=y[train_all], random_state=0)[0])
                if r < len(train_all) else train_all for r in sizes}
 
-    runs = []  # (name, engine) pairs: stock for all, sklearnex where it changes the estimator
+    runs = []  # (name, engine) pairs: stock for all, the default engine where it changes the estimator
     for n in names:
         runs.append((n, "sklearn"))
-        if C.engine_used(n, "sklearnex") == "sklearnex":
+        if C.engine_used(n, "sklearnex") != "sklearn":
             runs.append((n, "sklearnex"))
     cells: dict[tuple[str, str], dict[int, dict]] = {r: {} for r in runs}
     for rows in sizes:
@@ -123,7 +132,7 @@ def main() -> None:
     total = time.perf_counter() - t_all
 
     machine = machine_info([("sklearn", "scikit-learn"), ("sklearnex", "scikit-learn-intelex"), ("numpy", "numpy"),
-                            ("scipy", "SciPy")])
+                            ("scipy", "SciPy"), ("numba", "numba")])
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine, "cache": Path(cache_path).name, "n_features": int(X.shape[1]),
@@ -191,8 +200,12 @@ def _markdown(payload, cells, sizes, seven, together, a, machine, total) -> str:
           "has no subject ids). Fit and predict run in the main process with every core; the MLPs fit with one "
           "BLAS thread (the preset's own setting, faster here).",
           f"Cells estimated above {a.budget:.0f} s from the previous sizes are skipped (`--budget`).", "",
-          "Engines: `stock` = scikit-learn; `default` = the package's default engine (scikit-learn-intelex for the "
-          "SVMs; the other presets run stock scikit-learn in both, so they have one row).", "",
+          "Engines: `stock` = scikit-learn; `default` = the package's default engine: scikit-learn-intelex for the "
+          "SVMs; for the neural networks with a 10-unit first layer, scikit-learn's MLP and L-BFGS with the loss "
+          "and gradient computed in one cache-blocked pass (numba, `fer_features/_fused_mlp.py`); the other "
+          "presets run stock scikit-learn in both, so they have one row. The fused loss equals scikit-learn's up to "
+          "rounding, but over hundreds of L-BFGS iterations rounding moves the path, so the two MLP rows' "
+          "iteration counts and accuracies differ a little.", "",
           "## Fit seconds", "", "| classifier | engine | " + " | ".join(f"{r:,}" for r in sizes) + " |",
           "|---|---|" + "---:|" * len(sizes)]
     for key, title in (("fit_s", None), ("predict_s", "Predict seconds (3,588 test rows)"),
@@ -201,11 +214,11 @@ def _markdown(payload, cells, sizes, seven, together, a, machine, total) -> str:
             md += ["", f"## {title}", "", "| classifier | engine | " + " | ".join(f"{r:,}" for r in sizes) + " |",
                    "|---|---|" + "---:|" * len(sizes)]
         for (name, engine), d in cells.items():
-            eng = "default (sklearnex)" if engine == "sklearnex" else (
+            eng = f"default ({C.engine_used(name, engine)})" if engine == "sklearnex" else (
                 "stock" if (name, "sklearnex") in cells else "stock = default")
             md.append(f"| {name} | {eng} | " + " | ".join(_fmt(d.get(r), key) for r in sizes) + " |")
 
-    md += ["", "## Stock vs default engine (SVMs)", "",
+    md += ["", "## Stock vs default engine (SVMs, thin neural networks)", "",
            "| classifier | rows | stock fit s | default fit s | fit speed-up | stock predict s | default predict s | "
            "predict speed-up | stock acc % | default acc % |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (name, engine), d in cells.items():
@@ -225,7 +238,7 @@ def _markdown(payload, cells, sizes, seven, together, a, machine, total) -> str:
            "here: accuracy % |", "|---|---:|---:|---:|---:|"]
     tot_fit = 0.0
     for n in seven:
-        c = cells.get((n, C.engine_used(n, C.DEFAULT_ENGINE)), {}).get(big)
+        c = cells.get((n, C.DEFAULT_ENGINE if (n, C.DEFAULT_ENGINE) in cells else "sklearn"), {}).get(big)
         seed = SEED_TABLE4.get(n)
         if c and "fit_s" in c:
             tot_fit += c["fit_s"]

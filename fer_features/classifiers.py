@@ -14,7 +14,10 @@ Classification Learner exports:
 * Neural networks (``fitcnet``): ReLU hidden layers of 10 / 25 / 100 units (narrow / medium / wide),
   (10, 10) bilayered, (10, 10, 10) trilayered; lambda 0, iteration limit 1000, L-BFGS. They fit with one
   BLAS thread (``SingleThreadMLP``): L-BFGS makes many tiny BLAS calls on thin matrices, and a threaded BLAS
-  spends longer waking its threads than computing (measured 1.8-2x slower fits with 2 threads).
+  spends longer waking its threads than computing (measured 1.8-2x slower fits with 2 threads). With the
+  default engine, presets with a thin first layer (narrow, bilayered, trilayered) compute L-BFGS's loss and
+  gradient in one cache-blocked pass over the data (``FusedMLP``, numba): same optimiser, same result up to
+  rounding, about 2x faster per evaluation on 15,000 FER2013 rows.
 * KNN (``fitcknn``): fine 1, medium 10, coarse 100 neighbours (Euclidean), cosine 10, cubic 10 (Minkowski
   p=3), weighted 10 with squared-inverse distance weights.
 """
@@ -55,6 +58,22 @@ class SingleThreadMLP(MLPClassifier):
     def fit(self, X, y):
         with threadpool_limits(limits=1, user_api="blas"):
             return super().fit(X, y)
+
+
+class FusedMLP(SingleThreadMLP):
+    """``SingleThreadMLP`` whose loss and gradient, for ReLU nets with a thin first layer, come from one
+    cache-blocked pass over X (``fer_features._fused_mlp``); any other case runs scikit-learn's code."""
+
+    def _backprop(self, X, y, *args):
+        # scikit-learn >= 1.7: (sample_weight, activations, deltas, coef_grads, intercept_grads); before: no weight
+        from . import _fused_mlp
+
+        if not _fused_mlp.applies(self, X, args[0] if len(args) == 5 else None):
+            return super()._backprop(X, y, *args)
+        loss, cg, ig = _fused_mlp.loss_grad(self, X, y)
+        coef_grads, intercept_grads = args[-2], args[-1]
+        coef_grads[:], intercept_grads[:] = cg, ig
+        return loss, coef_grads, intercept_grads
 
 
 def _squared_inverse(distances):
@@ -144,7 +163,7 @@ def _estimator_class(kind: str, engine: str) -> Callable:
         from sklearn.linear_model import LogisticRegression
         return LogisticRegression
     if kind == "mlp":
-        return SingleThreadMLP
+        return FusedMLP if engine == "sklearnex" else SingleThreadMLP
     if kind == "lda":
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
         return LinearDiscriminantAnalysis
@@ -152,9 +171,17 @@ def _estimator_class(kind: str, engine: str) -> Callable:
 
 
 def engine_used(name: str, engine: str) -> str:
-    """The engine that actually runs preset ``name`` (with sklearnex: the SVMs; the rest stay stock)."""
-    kind = get_preset(name).kind
-    return engine if (engine == "sklearnex" and kind in SKLEARNEX_KINDS) else "sklearn"
+    """What actually runs preset ``name``: with the default engine, sklearnex for the SVMs and the fused
+    numba loss for the thin neural networks; stock scikit-learn for the rest."""
+    preset = get_preset(name)
+    if engine == "sklearnex" and preset.kind in SKLEARNEX_KINDS:
+        return "sklearnex"
+    if engine == "sklearnex" and preset.kind == "mlp":
+        from . import _fused_mlp
+
+        if _fused_mlp.njit is not None and preset.params["hidden_layer_sizes"][0] <= _fused_mlp.MAX_FIRST_WIDTH:
+            return "numba"
+    return "sklearn"
 
 
 def make_classifier(name: str, overrides: dict[str, Any] | None = None, *, engine: str = DEFAULT_ENGINE,

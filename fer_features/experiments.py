@@ -46,7 +46,8 @@ def _header(title: str, command: str, seconds: float, extra: list[str]) -> list[
 
     return [f"# {title}", "", f"Command: `{command}` ({seconds / 60:.1f} min on this machine)",
             f"Machine: {machine_info([('sklearn', 'scikit-learn'), ('sklearnex', 'scikit-learn-intelex'), ('tensorflow', 'TensorFlow')])}.",
-            f"Engine: {C.DEFAULT_ENGINE} for the SVMs, scikit-learn for the rest.", *extra, ""]
+            f"Engine: {C.DEFAULT_ENGINE} for the SVMs, the one-pass numba loss for the 10-unit neural networks, "
+            "scikit-learn for the rest.", *extra, ""]
 
 
 def _extract(data, log, **kw):

@@ -259,3 +259,49 @@ def test_cli_subject_norm_is_recorded_and_refused_where_it_cannot_apply(tmp_path
     nosub = write_cache(tmp_path / "n.h5", X, y, [""] * len(y))
     p = run_cli("classify", "--cache", nosub, "--protocol", "kfold", "--subject-norm", "center")
     assert p.returncode == 2 and "subject ids" in p.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hidden, alpha", [((10,), 0.0), ((10, 10), 0.0), ((10, 10, 10), 0.3), ((5, 20), 0.3)])
+def test_fused_mlp_loss_and_gradient_equal_scikit_learns(dtype, hidden, alpha):
+    """The one-pass, cache-blocked loss/gradient (default engine) is scikit-learn's _backprop up to rounding."""
+    from sklearn.neural_network import MLPClassifier
+
+    from fer_features import _fused_mlp as F
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((301, 40)).astype(dtype)  # 301: a last block shorter than CHUNK_ROWS
+    y = rng.integers(0, 4, 301)
+    m = C.FusedMLP(hidden_layer_sizes=hidden, alpha=alpha, max_iter=3, random_state=0).fit(X, y)
+    Y = m._label_binarizer.transform(y).astype(bool)
+    assert F.applies(m, X)
+    n = len(m.coefs_)
+    ref = MLPClassifier._backprop(m, X, Y, None, [X] + [None] * n, [None] * n, [None] * n, [None] * n)
+    loss, cg, ig = F.loss_grad(m, X, Y)
+    assert loss == pytest.approx(ref[0], rel=1e-5)
+    for a, b in zip(ref[1] + ref[2], cg + ig):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_default_engine_fuses_thin_nets_only_and_matches_stock(monkeypatch):
+    from fer_features import _fused_mlp as F
+
+    assert [C.engine_used(n, "sklearnex") for n in ("narrow_nn", "bilayered_nn", "trilayered_nn")] == ["numba"] * 3
+    assert C.engine_used("wide_nn", "sklearnex") == C.engine_used("narrow_nn", "sklearn") == "sklearn"
+    calls = []
+    orig = F.loss_grad
+    monkeypatch.setattr(F, "loss_grad", lambda *a: calls.append(1) or orig(*a))
+    X, y, _ = blobs()
+    X = X.astype(np.float32)
+    fused = C.make_classifier("narrow_nn", {"max_iter": 15}).fit(X, y)
+    assert calls  # the fused path ran
+    stock = C.make_classifier("narrow_nn", {"max_iter": 15}, engine="sklearn").fit(X, y)
+    assert type(fused[-1]) is C.FusedMLP and type(stock[-1]) is C.SingleThreadMLP
+    for a, b in zip(fused[-1].coefs_, stock[-1].coefs_):  # same optimiser, same start: same weights
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    n = len(calls)
+    C.make_classifier("wide_nn", {"max_iter": 5}).fit(X, y)  # wide first layer: scikit-learn's own code
+    y2 = np.where(y == y[0], y[0], y[-1] if y[-1] != y[0] else y[1])
+    C.make_classifier("narrow_nn", {"max_iter": 5}).fit(X, y2)  # two classes: logistic output, stock code
+    assert len(calls) == n
