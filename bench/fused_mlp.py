@@ -1,12 +1,15 @@
 """The neural-network presets' L-BFGS loss/gradient: scikit-learn's two passes vs the fused one-pass kernel.
 
     python bench/fused_mlp.py [--cache FER2013_CACHE] [--rows 15000] [--fits narrow_nn,bilayered_nn,trilayered_nn]
+                              [--orders 1]
 
 On a stratified sample of FER2013 training features (efficientnet_lite0, 112 px, last layer, global average;
 extracted first if absent), standardised as the presets do: per preset, the milliseconds of one loss+gradient
 evaluation (best of 10, one BLAS thread) by ``MLPClassifier._backprop`` and by ``fer_features._fused_mlp``,
 their largest gradient difference; then whole fits (``--fits``) with both engines: seconds, L-BFGS iterations,
-seconds per iteration and PrivateTest accuracy. Writes bench/results/fused_mlp.md (+ .json).
+seconds per iteration and PrivateTest accuracy. With ``--orders K`` each fit repeats on K orderings of the same
+training rows: same net, same initialisation, only the floating-point summation order differs, which shows how
+far rounding alone moves an L-BFGS fit's accuracy, within each engine and between them. Writes bench/results/fused_mlp.md (+ .json).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ def main() -> None:
     ap.add_argument("--cache", help="use this FER2013 feature cache instead of extracting one")
     ap.add_argument("--rows", type=int, default=15000)
     ap.add_argument("--fits", default="narrow_nn,bilayered_nn,trilayered_nn")
+    ap.add_argument("--orders", type=int, default=1, help="repeat each fit on this many row orders (rounding noise)")
     ap.add_argument("--out", default="bench/results/fused_mlp")
     a = ap.parse_args()
 
@@ -83,23 +87,25 @@ def main() -> None:
               f"max grad diff {row['max_grad_diff']:.1e}", flush=True)
 
     fits = []
+    orders = [tr] + [np.random.default_rng(k).permutation(tr) for k in range(1, a.orders)]
     for name in [n for n in a.fits.split(",") if n]:
-        for engine in ("sklearn", "sklearnex"):
+        for engine, (k, rows) in ((e, o) for e in ("sklearn", "sklearnex") for o in enumerate(orders)):
             pipe = C.make_classifier(name, engine=engine)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t = time.perf_counter()
-                pipe.fit(X[tr], y[tr])
+                pipe.fit(X[rows], y[rows])
                 fit_s = time.perf_counter() - t
             acc = float((pipe.predict(X[te]) == y[te]).mean())
             it = int(pipe[-1].n_iter_)
-            fits.append({"classifier": name, "engine": C.engine_used(name, engine), "fit_s": fit_s,
+            fits.append({"classifier": name, "engine": C.engine_used(name, engine), "row_order": k, "fit_s": fit_s,
                          "iterations": it, "ms_per_iteration": 1000 * fit_s / it, "accuracy": acc})
-            print(f"{name:<14} {engine:<9} fit {fit_s:6.1f} s  {it} iterations  acc {100 * acc:.2f} %", flush=True)
+            print(f"{name:<14} {engine:<9} order {k} fit {fit_s:6.1f} s  {it} iterations  acc {100 * acc:.2f} %", flush=True)
     total = time.perf_counter() - t_all
 
     machine = machine_info([("sklearn", "scikit-learn"), ("numpy", "numpy"), ("scipy", "SciPy"), ("numba", "numba")])
-    cmd = "python bench/fused_mlp.py" + (f" --rows {a.rows}" if a.rows != 15000 else "")
+    cmd = ("python bench/fused_mlp.py" + (f" --rows {a.rows}" if a.rows != 15000 else "")
+           + (f" --orders {a.orders}" if a.orders != 1 else ""))
     md = ["# The neural networks' L-BFGS loss and gradient: scikit-learn vs the fused one-pass kernel", "",
           f"Command: `{cmd}` ({total / 60:.1f} min, extraction excluded when cached)", f"Machine: {machine}.",
           f"Data: {a.rows:,} stratified FER2013 training rows of `{Path(cache_path).name}` ({X.shape[1]}-d), "
@@ -115,13 +121,24 @@ def main() -> None:
         md += ["", "## Whole fits (L-BFGS, at most 1,000 iterations)", "",
                "Rounding differences move the L-BFGS path, so the two engines stop after different numbers of "
                "iterations; milliseconds per iteration compare the engines, fit seconds what a user waits.", "",
-               "| preset | engine | fit s | iterations | ms per iteration | accuracy % |", "|---|---|---:|---:|---:|---:|"]
+               "| preset | engine | row order | fit s | iterations | ms per iteration | accuracy % |",
+               "|---|---|---:|---:|---:|---:|---:|"]
         for r in fits:
-            md.append(f"| {r['classifier']} | {r['engine']} | {r['fit_s']:.1f} | {r['iterations']} | "
+            md.append(f"| {r['classifier']} | {r['engine']} | {r['row_order']} | {r['fit_s']:.1f} | {r['iterations']} | "
                       f"{r['ms_per_iteration']:.1f} | {100 * r['accuracy']:.2f} |")
+        if a.orders > 1:
+            md += ["", f"## Rounding noise: accuracy over {a.orders} orders of the same rows", "",
+                   "Order 0 is the sample's own order; the others permute it. Nothing else changes.", "",
+                   "| preset | engine | mean fit s | accuracy % mean | min | max |", "|---|---|---:|---:|---:|---:|"]
+            for name in dict.fromkeys(r["classifier"] for r in fits):
+                for eng in dict.fromkeys(r["engine"] for r in fits if r["classifier"] == name):
+                    rs = [r for r in fits if r["classifier"] == name and r["engine"] == eng]
+                    accs = [100 * r["accuracy"] for r in rs]
+                    md.append(f"| {name} | {eng} | {np.mean([r['fit_s'] for r in rs]):.1f} | {np.mean(accs):.2f} | "
+                              f"{min(accs):.2f} | {max(accs):.2f} |")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": a.rows, "evaluations": evals,
+    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": a.rows, "orders": a.orders, "evaluations": evals,
                                                     "fits": fits, "total_seconds": total}, indent=1))
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
