@@ -68,7 +68,8 @@ class FusedMLP(SingleThreadMLP):
         # scikit-learn >= 1.7: (sample_weight, activations, deltas, coef_grads, intercept_grads); before: no weight
         from . import _fused_mlp
 
-        if not _fused_mlp.applies(self, X, args[0] if len(args) == 5 else None):
+        self.fused_ = _fused_mlp.applies(self, X, args[0] if len(args) == 5 else None)  # what the fit ran
+        if not self.fused_:
             return super()._backprop(X, y, *args)
         loss, cg, ig = _fused_mlp.loss_grad(self, X, y)
         coef_grads, intercept_grads = args[-2], args[-1]
@@ -182,6 +183,15 @@ def engine_used(name: str, engine: str) -> str:
         if _fused_mlp.njit is not None and preset.params["hidden_layer_sizes"][0] <= _fused_mlp.MAX_FIRST_WIDTH:
             return "numba"
     return "sklearn"
+
+
+def fitted_engine(pipe, name: str, engine: str) -> str:
+    """``engine_used`` as a fitted pipeline actually ran it: a ``FusedMLP`` runs scikit-learn's own code for
+    two classes or overridden layers, and may fuse an overridden wide preset."""
+    est = pipe[-1] if hasattr(pipe, "steps") else pipe
+    if isinstance(est, FusedMLP) and hasattr(est, "fused_"):
+        return "numba" if est.fused_ else "sklearn"
+    return engine_used(name, engine)
 
 
 def make_classifier(name: str, overrides: dict[str, Any] | None = None, *, engine: str = DEFAULT_ENGINE,

@@ -188,7 +188,7 @@ def subject_normalize(X: np.ndarray, groups: np.ndarray, mode: str,
     return X, fallback
 
 
-def _run_fold(pipe, X, y, tr, te, norm=None):
+def _run_fold(pipe, X, y, tr, te, norm=None, name="", engine=clfs.DEFAULT_ENGINE):
     Xtr, Xte, fb = X[tr], X[te], 0
     if norm is not None:  # (mode, groups, neutral mask): each part normalised on its own rows only
         mode, groups, neutral = norm
@@ -202,7 +202,7 @@ def _run_fold(pipe, X, y, tr, te, norm=None):
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     pred = pipe.predict(Xte)
-    return pred, fit_s, time.perf_counter() - t, fb
+    return pred, fit_s, time.perf_counter() - t, fb, clfs.fitted_engine(pipe, name, engine)
 
 
 def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifier: str, splits: list,
@@ -234,16 +234,17 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
         n_jobs = min(len(splits), os.cpu_count() or 1, 2)
     t0 = time.perf_counter()
     if n_jobs > 1 and len(splits) > 1:
-        outs = Parallel(n_jobs=n_jobs)(delayed(_run_fold)(clone(pipe), X, y, tr, te, norm) for tr, te in splits)
+        outs = Parallel(n_jobs=n_jobs)(delayed(_run_fold)(clone(pipe), X, y, tr, te, norm, classifier, engine)
+                                       for tr, te in splits)
     else:
-        outs = [_run_fold(clone(pipe), X, y, tr, te, norm) for tr, te in splits]
+        outs = [_run_fold(clone(pipe), X, y, tr, te, norm, classifier, engine) for tr, te in splits]
     wall = time.perf_counter() - t0
     res = score_folds(classifier, label_names, y, splits, [o[0] for o in outs], [o[1] for o in outs],
                       [o[2] for o in outs], wall, protocol_info)
     res.update({
         "params": clfs.describe(classifier)["params"] | (overrides or {}),
         "n_jobs": int(n_jobs),
-        "engine": clfs.engine_used(classifier, engine),
+        "engine": "+".join(sorted({o[4] for o in outs})),  # as the fitted folds ran it
         "pca": pca,
         "subject_norm": subject_norm,
     })

@@ -305,3 +305,19 @@ def test_default_engine_fuses_thin_nets_only_and_matches_stock(monkeypatch):
     y2 = np.where(y == y[0], y[0], y[-1] if y[-1] != y[0] else y[1])
     C.make_classifier("narrow_nn", {"max_iter": 5}).fit(X, y2)  # two classes: logistic output, stock code
     assert len(calls) == n
+
+
+def test_recorded_engine_is_what_the_folds_ran():
+    """Results name the code that fitted: stock for two classes or a widened net, numba for a thinned wide one."""
+    X, y, g = blobs()
+    splits, info = ev.make_splits("loso", y, g)
+
+    def run(name, yy, **kw):
+        return ev.evaluate(X, yy, LABELS, name, splits, info, n_jobs=1, **kw)["engine"]
+
+    assert run("narrow_nn", y, overrides={"max_iter": 5}) == "numba"
+    assert run("narrow_nn", np.minimum(y, 1), overrides={"max_iter": 5}) == "sklearn"  # two classes: logistic output
+    assert run("narrow_nn", y, overrides={"max_iter": 5, "hidden_layer_sizes": (40,)}) == "sklearn"
+    assert run("wide_nn", y, overrides={"max_iter": 5, "hidden_layer_sizes": (10,)}) == "numba"
+    assert run("wide_nn", y, overrides={"max_iter": 5}, engine="sklearn") == "sklearn"
+    assert run("linear_svm", y) == C.engine_used("linear_svm", C.DEFAULT_ENGINE)
