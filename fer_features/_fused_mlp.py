@@ -11,6 +11,8 @@ Measured with ``python bench/classifier_scaling.py``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.sparse import issparse
 
@@ -20,9 +22,17 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; without it the stock path runs
     njit = None
 
-# rows per block: 64 x 1,280 float32 features (320 KiB) fit the 512 KiB L2 of this machine's cores; measured
-# per evaluation (narrow preset, 15,000 x 1,280): 16 ms at 64 rows, 18 at 32, 28 at 96-128, 33 for stock.
-CHUNK_ROWS = 64
+# rows per block: as many as fill about 320 KiB (the block must stay in L2 while the whole net runs on it), in
+# multiples of 8, from 8 to 64 (``python bench/fused_mlp_blocks.py``: the pick is the fastest block at 512 to
+# 5,880 features; 64-row blocks on the default 3,920-d features were slower than stock, 0.75-1.1x).
+BLOCK_BYTES = 320 * 1024
+
+
+def chunk_rows(n_features: int, itemsize: int) -> int:
+    """Rows per cache block for ``n_features`` columns of ``itemsize`` bytes."""
+    return int(min(64, max(8, 8 * math.ceil(BLOCK_BYTES / (n_features * itemsize) / 8))))
+
+
 # first hidden layers wider than this are bound by arithmetic, where blocking gains nothing (measured: 25
 # units 45 vs 47 ms, 100 units 124 vs 106 ms): they keep the stock path.
 MAX_FIRST_WIDTH = 16
@@ -110,7 +120,8 @@ def loss_grad(mlp, X: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray
     bs = tuple(np.ascontiguousarray(b, dtype=dt) for b in mlp.intercepts_)
     gW, gb = tuple(np.zeros_like(W) for W in Ws), tuple(np.zeros_like(b) for b in bs)
     n = X.shape[0]
-    loss = _fused_loss_grad(X, np.ascontiguousarray(y, dtype=dt), Ws, bs, gW, gb, CHUNK_ROWS, float(np.finfo(dt).eps))
+    loss = _fused_loss_grad(X, np.ascontiguousarray(y, dtype=dt), Ws, bs, gW, gb, chunk_rows(X.shape[1], dt.itemsize),
+                            float(np.finfo(dt).eps))
     loss = loss / n + 0.5 * mlp.alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W in mlp.coefs_) / n
     coef_grads = [(g + mlp.alpha * W) / n for g, W in zip(gW, mlp.coefs_)]
     intercept_grads = [g / n for g in gb]

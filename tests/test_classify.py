@@ -262,15 +262,16 @@ def test_cli_subject_norm_is_recorded_and_refused_where_it_cannot_apply(tmp_path
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("hidden, alpha", [((10,), 0.0), ((10, 10), 0.0), ((10, 10, 10), 0.3), ((5, 20), 0.3)])
-def test_fused_mlp_loss_and_gradient_equal_scikit_learns(dtype, hidden, alpha):
+@pytest.mark.parametrize("hidden, alpha, dim", [((10,), 0.0, 40), ((10, 10), 0.0, 40), ((10, 10, 10), 0.3, 40),
+                                                ((5, 20), 0.3, 40), ((10,), 0.0, 3000)])
+def test_fused_mlp_loss_and_gradient_equal_scikit_learns(dtype, hidden, alpha, dim):
     """The one-pass, cache-blocked loss/gradient (default engine) is scikit-learn's _backprop up to rounding."""
     from sklearn.neural_network import MLPClassifier
 
     from fer_features import _fused_mlp as F
 
     rng = np.random.default_rng(1)
-    X = rng.standard_normal((301, 40)).astype(dtype)  # 301: a last block shorter than CHUNK_ROWS
+    X = rng.standard_normal((301, dim)).astype(dtype)  # 301 rows: the last block is shorter than the others
     y = rng.integers(0, 4, 301)
     m = C.FusedMLP(hidden_layer_sizes=hidden, alpha=alpha, max_iter=3, random_state=0).fit(X, y)
     Y = m._label_binarizer.transform(y).astype(bool)
@@ -321,3 +322,10 @@ def test_recorded_engine_is_what_the_folds_ran():
     assert run("wide_nn", y, overrides={"max_iter": 5, "hidden_layer_sizes": (10,)}) == "numba"
     assert run("wide_nn", y, overrides={"max_iter": 5}, engine="sklearn") == "sklearn"
     assert run("linear_svm", y) == C.engine_used("linear_svm", C.DEFAULT_ENGINE)
+
+
+def test_fused_blocks_shrink_with_wider_features():
+    from fer_features._fused_mlp import chunk_rows
+
+    assert [chunk_rows(d, 4) for d in (64, 1280, 2048, 3920, 5880, 100_000)] == [64, 64, 40, 24, 16, 8]
+    assert chunk_rows(1280, 8) == 32
