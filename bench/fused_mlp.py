@@ -22,6 +22,40 @@ from pathlib import Path
 import numpy as np
 
 
+def best_ms(f, k=10) -> float:
+    """Milliseconds of the fastest of ``k`` calls of ``f``, after one warm-up call."""
+    f()
+    ts = []
+    for _ in range(k):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return 1000 * min(ts)
+
+
+def started_net(name, X, y):
+    """(net, standardised X, one-hot Y) for preset ``name`` after 2 L-BFGS steps on (X, y): the preset's
+    initialisation, with weights in X's dtype as scikit-learn holds them during a fit (float64 after it)."""
+    from fer_features import classifiers as C
+
+    pipe = C.make_classifier(name, {"max_iter": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.fit(X, y)
+    m, Xs = pipe[-1], pipe[:-1].transform(X)
+    m.coefs_ = [w.astype(Xs.dtype) for w in m.coefs_]
+    m.intercepts_ = [b.astype(Xs.dtype) for b in m.intercepts_]
+    return m, Xs, m._label_binarizer.transform(y).astype(bool)
+
+
+def stock_loss_grad(m, X, Y):
+    """scikit-learn's own ``_backprop`` (loss, coef grads, intercept grads) for net ``m``."""
+    from sklearn.neural_network import MLPClassifier
+
+    n = len(m.coefs_)
+    return MLPClassifier._backprop(m, X, Y, None, [X] + [None] * n, [None] * n, [None] * n, [None] * n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/datasets/fer2013/fer2013.csv.gz")
@@ -33,7 +67,6 @@ def main() -> None:
     a = ap.parse_args()
 
     from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
     from threadpoolctl import threadpool_limits
 
     from classifier_scaling import fer2013_features  # bench/ is on sys.path when run as a script
@@ -49,19 +82,10 @@ def main() -> None:
 
     evals = []
     for name in nets:
-        pipe = C.make_classifier(name, {"max_iter": 2})  # a started net: the preset's initialisation, 2 steps
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pipe.fit(X[tr], y[tr])
-        m, Xs = pipe[-1], pipe[:-1].transform(X[tr])
-        # during a fit scikit-learn evaluates with weights in X's dtype (float32); after it, they are float64
-        m.coefs_ = [w.astype(Xs.dtype) for w in m.coefs_]
-        m.intercepts_ = [b.astype(Xs.dtype) for b in m.intercepts_]
-        Y = m._label_binarizer.transform(y[tr]).astype(bool)
-        n = len(m.coefs_)
+        m, Xs, Y = started_net(name, X[tr], y[tr])
 
         def stock():
-            return MLPClassifier._backprop(m, Xs, Y, None, [Xs] + [None] * n, [None] * n, [None] * n, [None] * n)
+            return stock_loss_grad(m, Xs, Y)
 
         def fused():
             return F.loss_grad(m, Xs, Y)
@@ -69,14 +93,8 @@ def main() -> None:
         row = {"classifier": name, "hidden": list(m.hidden_layer_sizes)}
         with threadpool_limits(1, "blas"):
             for label, f in (("stock", stock), ("fused", fused)):
-                out = f()
-                ts = []
-                for _ in range(10):
-                    t = time.perf_counter()
-                    f()
-                    ts.append(time.perf_counter() - t)
-                row[f"{label}_ms"] = 1000 * min(ts)
-                row[f"{label}_out"] = out
+                row[f"{label}_out"] = f()
+                row[f"{label}_ms"] = best_ms(f)
         s, fz = row.pop("stock_out"), row.pop("fused_out")
         row["max_grad_diff"] = float(max(np.abs(a - b).max() for a, b in zip(s[1] + s[2], fz[1] + fz[2])))
         row["max_grad"] = float(max(np.abs(a).max() for a in s[1] + s[2]))

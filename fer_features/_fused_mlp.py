@@ -113,14 +113,16 @@ def applies(mlp, X, sample_weight=None) -> bool:
             and mlp.loss == "log_loss" and len(mlp.coefs_) >= 2 and mlp.coefs_[0].shape[1] <= MAX_FIRST_WIDTH)
 
 
-def loss_grad(mlp, X: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
-    """``MLPClassifier._backprop``'s (loss, coef grads, intercept grads) for one-hot ``y``, in one pass."""
+def loss_grad(mlp, X: np.ndarray, y: np.ndarray,
+              chunk: int | None = None) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+    """``MLPClassifier._backprop``'s (loss, coef grads, intercept grads) for one-hot ``y``, in one pass over
+    blocks of ``chunk`` rows (default: ``chunk_rows``)."""
     dt = X.dtype
     Ws = tuple(np.ascontiguousarray(W, dtype=dt) for W in mlp.coefs_)
     bs = tuple(np.ascontiguousarray(b, dtype=dt) for b in mlp.intercepts_)
     gW, gb = tuple(np.zeros_like(W) for W in Ws), tuple(np.zeros_like(b) for b in bs)
     n = X.shape[0]
-    loss = _fused_loss_grad(X, np.ascontiguousarray(y, dtype=dt), Ws, bs, gW, gb, chunk_rows(X.shape[1], dt.itemsize),
+    loss = _fused_loss_grad(X, np.ascontiguousarray(y, dtype=dt), Ws, bs, gW, gb, chunk or chunk_rows(X.shape[1], dt.itemsize),
                             float(np.finfo(dt).eps))
     loss = loss / n + 0.5 * mlp.alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W in mlp.coefs_) / n
     coef_grads = [(g + mlp.alpha * W) / n for g, W in zip(gW, mlp.coefs_)]

@@ -188,7 +188,7 @@ def subject_normalize(X: np.ndarray, groups: np.ndarray, mode: str,
     return X, fallback
 
 
-def _run_fold(pipe, X, y, tr, te, norm=None, name="", engine=clfs.DEFAULT_ENGINE):
+def _run_fold(pipe, X, y, tr, te, norm, name, engine):
     Xtr, Xte, fb = X[tr], X[te], 0
     if norm is not None:  # (mode, groups, neutral mask): each part normalised on its own rows only
         mode, groups, neutral = norm
