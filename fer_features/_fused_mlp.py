@@ -47,10 +47,27 @@ if njit is not None:
                 A[i, j] = v if v > 0 else 0.0
 
     @njit(cache=True)
-    def _fused_loss_grad(X, Y, Ws, bs, gW, gb, chunk, eps):
+    def _unpack(Wflat, bflat, shapes):
+        """Per-layer 2-D weight and 1-D bias views of arrays packed layer after layer (layer ``l``'s weights
+        are ``shapes[l, 0] x shapes[l, 1]``, its biases ``shapes[l, 1]``)."""
+        Ws, bs = List(), List()
+        o = ob = 0
+        for l in range(shapes.shape[0]):
+            r, c = shapes[l, 0], shapes[l, 1]
+            Ws.append(Wflat[o:o + r * c].reshape((r, c)))
+            bs.append(bflat[ob:ob + c])
+            o += r * c
+            ob += c
+        return Ws, bs
+
+    @njit(cache=True)
+    def _fused_loss_grad(X, Y, Wflat, bflat, shapes, gWflat, gbflat, chunk, eps):
         """Sum of log-losses over rows; adds the weight and bias gradients (summed over rows, not yet divided
-        by n) into the zeroed ``gW``/``gb``. Tuples, not typed Lists, cross the Python boundary: boxing typed
-        Lists compiles helpers in every new process (about 1.5 s measured), the cached kernel loads in ms."""
+        by n) into the zeroed ``gWflat``/``gbflat``. The weights cross the Python boundary packed in flat
+        arrays, so one compiled signature per dtype serves every layer count (tuples of arrays compiled once per
+        layer count, typed Lists also compiled boxing helpers in every new process, about 1.5 s measured)."""
+        Ws, bs = _unpack(Wflat, bflat, shapes)
+        gW, gb = _unpack(gWflat, gbflat, shapes)
         L = len(Ws)
         WT = List()
         for l in range(L):
@@ -58,13 +75,14 @@ if njit is not None:
         loss = 0.0
         n = X.shape[0]
         k = Ws[L - 1].shape[1]
+        W0, b0, gW0, gb0, bL = Ws[0], bs[0], gW[0], gb[0], bs[L - 1]  # typed-List reads cost: hoisted
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             c = e - s
             Xc = X[s:e]
             acts = List()
-            a = np.dot(Xc, Ws[0])
-            _add_bias_relu(a, bs[0])
+            a = np.dot(Xc, W0)
+            _add_bias_relu(a, b0)
             acts.append(a)
             for l in range(1, L):
                 a = np.dot(acts[l - 1], Ws[l])
@@ -75,7 +93,7 @@ if njit is not None:
             for i in range(c):  # softmax, log-loss, and output delta = p - y, in place
                 m = -np.inf
                 for j in range(k):
-                    out[i, j] += bs[L - 1][j]
+                    out[i, j] += bL[j]
                     if out[i, j] > m:
                         m = out[i, j]
                 t = 0.0
@@ -99,9 +117,8 @@ if njit is not None:
                     for j in range(d.shape[1]):
                         if prev[i, j] <= 0:
                             d[i, j] = 0.0
-            g, h = gW[0], gb[0]
-            g += np.dot(Xc.T, d)
-            h += d.sum(axis=0)
+            gW0 += np.dot(Xc.T, d)
+            gb0 += d.sum(axis=0)
         return loss
 
 
@@ -118,12 +135,15 @@ def loss_grad(mlp, X: np.ndarray, y: np.ndarray,
     """``MLPClassifier._backprop``'s (loss, coef grads, intercept grads) for one-hot ``y``, in one pass over
     blocks of ``chunk`` rows (default: ``chunk_rows``)."""
     dt = X.dtype
-    Ws = tuple(np.ascontiguousarray(W, dtype=dt) for W in mlp.coefs_)
-    bs = tuple(np.ascontiguousarray(b, dtype=dt) for b in mlp.intercepts_)
-    gW, gb = tuple(np.zeros_like(W) for W in Ws), tuple(np.zeros_like(b) for b in bs)
+    shapes = np.array([W.shape for W in mlp.coefs_], dtype=np.int64)
+    Wflat = np.concatenate([np.ravel(W) for W in mlp.coefs_]).astype(dt, copy=False)
+    bflat = np.concatenate([np.ravel(b) for b in mlp.intercepts_]).astype(dt, copy=False)
+    gWflat, gbflat = np.zeros_like(Wflat), np.zeros_like(bflat)
     n = X.shape[0]
-    loss = _fused_loss_grad(X, np.ascontiguousarray(y, dtype=dt), Ws, bs, gW, gb, chunk or chunk_rows(X.shape[1], dt.itemsize),
-                            float(np.finfo(dt).eps))
+    loss = _fused_loss_grad(X, np.ascontiguousarray(y, dtype=dt), Wflat, bflat, shapes, gWflat, gbflat,
+                            chunk or chunk_rows(X.shape[1], dt.itemsize), float(np.finfo(dt).eps))
+    gW = [g.reshape(W.shape) for g, W in zip(np.split(gWflat, np.cumsum(shapes[:, 0] * shapes[:, 1])[:-1]), mlp.coefs_)]
+    gb = np.split(gbflat, np.cumsum(shapes[:, 1])[:-1])
     loss = loss / n + 0.5 * mlp.alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W in mlp.coefs_) / n
     coef_grads = [(g + mlp.alpha * W) / n for g, W in zip(gW, mlp.coefs_)]
     intercept_grads = [g / n for g in gb]

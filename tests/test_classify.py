@@ -324,6 +324,16 @@ def test_recorded_engine_is_what_the_folds_ran():
     assert run("linear_svm", y) == C.engine_used("linear_svm", C.DEFAULT_ENGINE)
 
 
+def test_fused_kernel_compiles_once_per_dtype_for_every_depth():
+    """The weights cross into numba packed flat, so 1-, 2- and 3-layer nets share one compiled kernel per dtype."""
+    from fer_features import _fused_mlp as F
+
+    X, y, _ = blobs()
+    for name in ("narrow_nn", "bilayered_nn", "trilayered_nn"):
+        assert C.make_classifier(name, {"max_iter": 3}).fit(X.astype(np.float32), y)[-1].fused_
+    assert len([s for s in F._fused_loss_grad.signatures if str(s[0].dtype) == "float32"]) == 1
+
+
 def test_fused_blocks_shrink_with_wider_features():
     from fer_features._fused_mlp import chunk_rows
 
