@@ -9,6 +9,7 @@ layer; 3,920 = the default block4c_add on a 7x7 grid; 5,880 = two layers); narro
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -18,7 +19,8 @@ SHAPES = [(883, 3920), (5000, 3920), (3000, 5880), (5000, 1280), (15000, 1280), 
 ROWS = (8, 16, 24, 32, 48, 64)
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     from threadpoolctl import threadpool_limits
 
     from fused_mlp import best_ms, started_net, stock_loss_grad  # bench/ is on sys.path when run as a script
