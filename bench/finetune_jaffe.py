@@ -55,7 +55,7 @@ def main() -> None:
     ft_wall = time.perf_counter() - t
     from fer_features.datasets import load_dataset
 
-    assert [str(r.path) for r in load_dataset(a.data).records] == [str(p) for p in frozen_paths], "row order differs"
+    assert load_dataset(a.data).rel_paths() == [str(p) for p in frozen_paths], "row order differs"
     rows.append((f"fine-tuned efficientnet_lite0, mode top, {a.image_size} px", ft, f"{ft_wall:.0f} s in all"))
     print(rows[-1][0], f"{100 * ft['accuracy']:.1f} %", flush=True)
 

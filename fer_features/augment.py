@@ -160,10 +160,18 @@ class AugmentStore:
     def _index(self) -> dict[tuple[int, int], int]:
         if not self.path.exists():
             return {}
-        with h5py.File(self.path, "r") as f:
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as exc:  # killed in the middle of a metadata write: copies are redone, not lost work
+            print(f"{self.path}: unreadable ({exc}); its copies will be embedded again", file=sys.stderr)
+            self.path.unlink()
+            return {}
+        with f:
             if f.attrs.get("base_key") != self.cache.attrs.get("key"):
                 raise AugmentError(f"{self.path}: made from another feature cache; delete it")
-            n = int(f.attrs["n_rows"])
+            n = int(f.attrs.get("n_rows", 0))
+            if n == 0:
+                return {}
             src, cp = f["source"][:n], f["copy"][:n]
         return {(int(s), int(c)): r for r, (s, c) in enumerate(zip(src, cp))}
 
@@ -182,29 +190,47 @@ class AugmentStore:
             out[order] = f["features"][rows[order]]  # h5py wants increasing indices
         return out
 
-    def _extractor_and_dataset(self):
-        from .datasets import load_dataset
+    def _extractor_and_dataset(self, missing: list[tuple[int, int]]):
+        """The extractor of the cache's settings, its dataset, and the dataset index of every needed row;
+        all checked before anything is written."""
+        from .datasets import DatasetError, load_dataset
         from .extract import FeatureExtractor
         from .models import extraction_settings
 
-        s = self.cache.settings
-        root, fmt = s.get("dataset_root"), s.get("dataset_format", "auto")
+        root, fmt = self.cache.dataset_root, self.cache.settings.get("dataset_format", "auto")
         if not root:
             raise AugmentError(f"{self.cache.path}: the cache does not record its dataset; cannot augment")
-        ds = load_dataset(root, fmt)
-        by_path = {str(r.path): k for k, r in enumerate(ds.records)}
+        try:
+            opts = self.cache.settings.get("dataset_options") or {}
+            ds = load_dataset(root, fmt, frontal_only=bool(opts.get("frontal_only")))
+        except DatasetError as exc:
+            raise AugmentError(f"{exc} (the dataset of {Path(self.cache.path).name}; if it moved, run extract "
+                               "--data <its new place> with the same settings: a cache hit records the new "
+                               "place)") from None
+        by_path = {p: k for k, p in enumerate(ds.rel_paths())}
         fp = self.cache.attrs.get("dataset_fingerprint")
-        if ds.fingerprint() != fp:  # the cache may hold a subset (e.g. some FER2013 classes): compare that
-            rows = [by_path.get(str(p)) for p in self.cache.paths]
-            if None in rows or ds.subset(rows).fingerprint() != fp:
-                raise AugmentError(f"{root}: the dataset changed since {Path(self.cache.path).name} was made; "
-                                   "re-run extract")
+        rows = [by_path.get(str(p)) for p in self.cache.paths]
+        gone = [str(self.cache.paths[r]) for r, _ in missing if rows[r] is None]
+        if gone:
+            raise AugmentError(f"{root}/{gone[0]}: in the cache but not in the dataset any more "
+                               f"({len(set(gone))} image(s)); re-run extract")
+        if ds.fingerprint() != fp and (None in rows or ds.subset(rows).fingerprint() != fp):  # or a subset
+            raise AugmentError(f"{root}: the dataset changed since {Path(self.cache.path).name} was made; "
+                               "re-run extract")
         ext = FeatureExtractor(**extraction_settings(self.cache), batch_size=self.batch_size).fit()
-        return ext, ds, by_path
+        return ext, ds, rows
 
     def _extract(self, missing: list[tuple[int, int]]) -> None:
-        ext, ds, by_path = self._extractor_and_dataset()
-        paths = self.cache.paths
+        from .cache import cache_lock
+
+        with cache_lock(self.path, what="augmentation"):
+            index = self._index()  # another process may have embedded some while we waited
+            missing = [p for p in missing if p not in index]
+            if missing:
+                self._extract_locked(missing)
+
+    def _extract_locked(self, missing: list[tuple[int, int]]) -> None:
+        ext, ds, rows = self._extractor_and_dataset(missing)
         dim = self.cache.features.shape[1]
         f = h5py.File(self.path, "a")
         try:
@@ -227,10 +253,7 @@ class AugmentStore:
                 imgs = []
                 for row, copy in chunk:
                     if row != last_row:
-                        k = by_path.get(str(paths[row]))
-                        if k is None:
-                            raise AugmentError(f"{paths[row]}: in the cache but not in the dataset any more")
-                        last_row, base = row, ext.prepare([ds.load_image(k)])[0][0]
+                        last_row, base = row, ext.prepare([ds.load_image(rows[row])])[0][0]
                     imgs.append(random_transform(base, copy_rng(self.cfg, row, copy), self.cfg))
                 feats = ext.embed(np.stack(imgs))
                 n = int(f.attrs["n_rows"])

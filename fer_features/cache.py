@@ -1,24 +1,33 @@
 """HDF5 feature cache: one file per (dataset content, extraction settings), written in chunks, resumable.
 
 A file is complete only when it has its final name AND its ``complete`` attribute is true: work in
-progress lives in ``<name>.h5.part`` and is renamed atomically at the end, so an interrupted run can
-never be mistaken for a finished one; the next identical run resumes the ``.part`` file.
+progress lives in the folder ``<name>.h5.part/`` as whole chunk files, joined and renamed atomically at
+the end, so an interrupted (even killed) run can never be mistaken for a finished one, and the next
+identical run resumes after the last whole chunk. A lock file per cache (``<name>.lock``) makes a second
+identical run wait and then find the finished file.
+
+Image paths are stored relative to the dataset root, and the key hashes the dataset's content, not its
+place: a copied or moved dataset finds its cache, and ``dataset_root`` (an attribute, updated on a cache
+hit from a new place) lets the cache find its images.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import h5py
 import numpy as np
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: content fingerprint, paths relative to the dataset root, root not in the key
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -27,25 +36,30 @@ class CacheError(ValueError):
 
 
 def cache_key(settings: dict[str, Any], fingerprint: str) -> str:
-    """SHA-256 over the extraction settings and the dataset fingerprint (files, sizes, mtimes)."""
+    """SHA-256 over the extraction settings and the dataset fingerprint (file contents)."""
     payload = json.dumps({"settings": settings, "dataset": fingerprint, "format": CACHE_FORMAT},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def cache_filename(dataset_name: str, settings: dict[str, Any], key: str) -> str:
-    """Readable file name: ``<dataset>__<backbone>_<size>_<pooling>__<key12>.h5``."""
+    """Readable file name naming every setting that changes features and is not at its neutral value:
+    ``<dataset>__<backbone>_<size>_<pooling>_<layer>_<crop>-m<margin>[-align]_..._w-<weights>__<key12>.h5``."""
     parts = [settings.get("backbone", "x"), str(settings.get("image_size", "")), settings.get("pooling", "")]
     if settings.get("layer"):
         parts.append(str(settings["layer"]))
     if settings.get("face_crop", "none") != "none":
-        parts.append(settings["face_crop"])
+        crop = f"{settings['face_crop']}-m{float(settings.get('face_margin', 0.0)):g}"
+        parts.append(crop + ("-align" if settings.get("align") else ""))
     if settings.get("preprocess", "none") != "none":
         parts.append(settings["preprocess"])
     if settings.get("flip_average"):
         parts.append("flip")
     if settings.get("precision", "float32") != "float32":
         parts.append(settings["precision"])
+    weights = str(settings.get("weights", "imagenet"))
+    if weights not in ("imagenet", "none"):  # random, or a file: 'file:<name>:<size>:<mtime>'
+        parts.append("w-" + (weights.split(":")[1].rsplit(".", 1)[0] if weights.startswith("file:") else weights))
     slug = lambda s: re.sub(r"[^A-Za-z0-9.+-]+", "-", s).strip("-")  # noqa: E731
     return f"{slug(dataset_name)}__{slug('_'.join(p for p in parts if p))}__{key[:12]}.h5"
 
@@ -84,6 +98,16 @@ class FeatureCache:
         return json.loads(self.attrs.get("settings_json", "{}"))
 
     @property
+    def dataset_root(self) -> str:
+        """Where the images were read (or last found: a cache hit from a moved copy updates it)."""
+        return str(self.attrs.get("dataset_root") or self.settings.get("dataset_root", ""))
+
+    def image_paths(self) -> list[str]:
+        """Absolute source path of every row: the dataset root joined with the stored relative path."""
+        root = self.dataset_root
+        return [root + p if p.startswith("#row=") else str(Path(root) / p) for p in self.paths]
+
+    @property
     def skipped(self) -> list[str]:
         return json.loads(self.attrs.get("skipped_paths", "[]"))
 
@@ -112,6 +136,16 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
+def set_dataset_root(path: str | Path, root: str | Path) -> bool:
+    """Record where a complete cache's dataset is now (after it was copied or moved); False if read-only."""
+    try:
+        with h5py.File(path, "r+") as f:
+            f.attrs["dataset_root"] = str(root)
+        return True
+    except OSError:
+        return False
+
+
 def load_cache(path: str | Path) -> FeatureCache:
     """Load a complete cache file; ``CacheError`` (naming the file) for anything else."""
     path = Path(path)
@@ -136,124 +170,200 @@ def load_cache(path: str | Path) -> FeatureCache:
         )
 
 
-class CacheWriter:
-    """Append-only writer of one cache file with resume support.
+@contextlib.contextmanager
+def cache_lock(path: str | Path, log=None, what: str = "extract") -> Iterator[None]:
+    """Hold an inter-process lock for one cache file (``<name>.lock`` beside it) for the ``with`` block.
 
-    ``open`` creates ``<final>.part`` or resumes it when its key matches; ``append`` writes one chunk
-    and records how many source records it covered; ``finish`` marks the file complete and renames it.
+    Another process holding it (an identical run) is waited for, and the wait is said through ``log``.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_suffix(".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if log:
+            log(f"waiting for another {what} of {path.name} to finish (lock {lock.lock_file})")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+_CHUNK_RE = re.compile(r"^chunk-(\d{10})\.npz$")
+_ROW_COLUMNS = ("features", "labels", "face_found", "subjects", "split", "paths", "raw_labels")
+
+
+class CacheWriter:
+    """Append-only writer of one cache file that any kill can interrupt without losing finished work.
+
+    Work in progress is a folder ``<final>.part/``: ``meta.json`` (key, width) and one ``chunk-N.npz`` per
+    appended chunk (N = source records handled before it), each written under a temporary name and renamed
+    when complete, so SIGKILL, SIGTERM, a crash or a power cut leaves only whole chunks. ``open`` resumes
+    after the last whole chunk; ``finish`` joins the chunks into ``<final>`` (written as ``<final>.tmp``,
+    marked complete, renamed) and removes the folder. Hold :func:`cache_lock` around the whole run.
     """
 
     def __init__(self, final_path: str | Path, key: str, dim: int, label_names: list[str],
-                 attrs: dict[str, Any]):
+                 attrs: dict[str, Any], log=None):
         self.final_path = Path(final_path)
         self.part_path = self.final_path.with_name(self.final_path.name + ".part")
         self.key, self.dim, self.label_names, self.attrs = key, dim, label_names, attrs
-        self.f: h5py.File | None = None
+        self.log = log or (lambda msg: None)
         self.resumed_from = 0
+        self._chunks: list[tuple[int, Path]] = []  # (records handled before the chunk, file)
+        self.n_processed = 0
+        self.n_rows = self.n_no_face = 0
+        self.skipped: list[tuple[str, str]] = []
+        self._open = False
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> int:
-        """Open (or resume) the part file; return how many source records are already done."""
+        """Start, or resume the part folder; return how many source records are already done."""
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.part_path.exists():
-            try:
-                f = h5py.File(self.part_path, "a", libver="latest")
-                ok = f.attrs.get("key") == self.key and f["features"].shape[1] == self.dim
-                if ok:
-                    self.f = f
-                    n_rows = int(f.attrs["n_rows"])
-                    for name in self._row_datasets():
-                        f[name].resize((n_rows, *f[name].shape[1:]))
-                    self.resumed_from = int(f.attrs["n_processed"])
-                    return self.resumed_from
-                f.close()
-            except (OSError, KeyError):
-                pass  # unreadable or foreign: start over
-            self.part_path.unlink()
-        f = h5py.File(self.part_path, "w", libver="latest")
-        f.attrs["complete"] = False
-        f.attrs["key"] = self.key
-        f.attrs["n_rows"] = 0
-        f.attrs["n_processed"] = 0
-        f.attrs["skipped_paths"] = "[]"
-        f.attrs["skipped_reasons"] = "[]"
-        f.attrs["n_skipped"] = 0
-        f.attrs["n_no_face"] = 0
-        for k, v in self.attrs.items():
-            f.attrs[k] = v
-        chunk = max(1, min(256, (1 << 20) // (4 * max(self.dim, 1))))
-        f.create_dataset("features", (0, self.dim), maxshape=(None, self.dim), dtype="float32",
-                         chunks=(chunk, self.dim))
-        f.create_dataset("labels", (0,), maxshape=(None,), dtype="int32", chunks=(4096,))
-        f.create_dataset("face_found", (0,), maxshape=(None,), dtype="int8", chunks=(4096,))
-        for name in ("subjects", "split", "paths", "raw_labels"):
-            f.create_dataset(name, (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
-        f.create_dataset("label_names", data=np.array(self.label_names, dtype=object), dtype=_STR)
-        f.flush()
-        self.f = f
-        return 0
+        part = self.part_path
+        if part.is_file():  # a single-file part from an older version: HDF5 cannot be trusted after a kill
+            self.log(f"{part}: a partial file of an older fer_features cannot be resumed; starting over")
+            part.unlink()
+        if part.is_dir() and not self._resume():
+            shutil.rmtree(part)
+        if not part.is_dir():
+            part.mkdir()
+            _write_atomic(part / "meta.json", json.dumps({"key": self.key, "dim": self.dim,
+                                                          "format": CACHE_FORMAT}).encode())
+        self._open = True
+        self.resumed_from = self.n_processed
+        return self.n_processed
 
-    @staticmethod
-    def _row_datasets() -> tuple[str, ...]:
-        return ("features", "labels", "face_found", "subjects", "split", "paths", "raw_labels")
+    def _resume(self) -> bool:
+        part = self.part_path
+        try:
+            meta = json.loads((part / "meta.json").read_text())
+        except (OSError, ValueError):
+            self.log(f"{part}: no readable meta.json; starting over")
+            return False
+        if meta.get("key") != self.key or meta.get("dim") != self.dim:
+            self.log(f"{part}: made for other settings; starting over")
+            return False
+        for f in part.glob("*.tmp"):  # a chunk the kill caught half-written
+            f.unlink()
+        chunks = sorted((int(m.group(1)), part / name) for name in os.listdir(part)
+                        if (m := _CHUNK_RE.match(name)))
+        for start, path in chunks:
+            if start != self.n_processed:
+                self.log(f"{path.name}: does not follow record {self.n_processed}; redoing from there")
+                break
+            try:
+                c = _read_chunk(path)
+            except Exception as exc:  # noqa: BLE001 - torn zip, bad array, missing key: redo the chunk
+                self.log(f"{path}: unusable ({type(exc).__name__}); redoing from record {start}")
+                break
+            self._count(c)
+            self._chunks.append((start, path))
+        for start, path in chunks[len(self._chunks):]:
+            path.unlink(missing_ok=True)
+        return True
+
+    def _count(self, c: dict) -> None:
+        self.n_processed = int(c["n_processed"])
+        self.n_rows += len(c["labels"])
+        self.n_no_face += int(np.sum(c["face_found"] == 0))
+        self.skipped += list(zip(c["skipped_paths"].tolist(), c["skipped_reasons"].tolist()))
 
     def append(self, features: np.ndarray, labels: Iterable[int], subjects: Iterable[str],
                split: Iterable[str], paths: Iterable[str], raw_labels: Iterable[str],
                face_found: Iterable[int], n_processed: int,
                skipped: Iterable[tuple[str, str]] = ()) -> None:
         """Write one chunk of rows; ``n_processed`` is the total number of source records handled so far."""
-        f = self.f
-        assert f is not None, "call open() first"
-        cols = {
+        assert self._open, "call open() first"
+        skipped = list(skipped)
+        c = {
             "features": np.asarray(features, dtype=np.float32).reshape(-1, self.dim),
             "labels": np.asarray(list(labels), dtype=np.int32),
             "face_found": np.asarray(list(face_found), dtype=np.int8),
-            "subjects": np.array(list(subjects), dtype=object),
-            "split": np.array(list(split), dtype=object),
-            "paths": np.array(list(paths), dtype=object),
-            "raw_labels": np.array(list(raw_labels), dtype=object),
+            "subjects": _ustr(subjects), "split": _ustr(split), "paths": _ustr(paths),
+            "raw_labels": _ustr(raw_labels),
+            "skipped_paths": _ustr(p for p, _ in skipped), "skipped_reasons": _ustr(r for _, r in skipped),
+            "n_processed": np.int64(n_processed),
         }
-        n_new = len(cols["features"])
-        if any(len(v) != n_new for v in cols.values()):
+        n_new = len(c["features"])
+        if any(len(c[k]) != n_new for k in _ROW_COLUMNS):
             raise ValueError("columns of one chunk differ in length")
-        n0 = int(f.attrs["n_rows"])
-        if n_new:
-            for name, data in cols.items():
-                f[name].resize((n0 + n_new, *f[name].shape[1:]))
-                f[name][n0:] = data
-        skipped = list(skipped)
-        if skipped:
-            sp = json.loads(f.attrs["skipped_paths"]) + [p for p, _ in skipped]
-            sr = json.loads(f.attrs["skipped_reasons"]) + [r for _, r in skipped]
-            f.attrs["skipped_paths"] = json.dumps(sp)
-            f.attrs["skipped_reasons"] = json.dumps(sr)
-            f.attrs["n_skipped"] = len(sp)
-        f.attrs["n_no_face"] = int(f.attrs["n_no_face"]) + int(np.sum(cols["face_found"] == 0))
-        f.flush()  # data first, then the counters that make it count
-        f.attrs["n_rows"] = n0 + n_new
-        f.attrs["n_processed"] = int(n_processed)
-        f.flush()
+        path = self.part_path / f"chunk-{self.n_processed:010d}.npz"
+        buf = io.BytesIO()
+        np.savez(buf, **c)
+        _write_atomic(path, buf.getvalue())
+        self._chunks.append((self.n_processed, path))
+        self._count(c)
 
     def finish(self, extra_attrs: dict[str, Any] | None = None) -> Path:
-        """Mark complete, close and atomically rename to the final name."""
-        f = self.f
-        assert f is not None
-        for k, v in (extra_attrs or {}).items():
-            f.attrs[k] = v
-        f.attrs["complete"] = True
-        f.flush()
-        f.close()
-        self.f = None
-        os.replace(self.part_path, self.final_path)
+        """Join the chunks into the final file, mark it complete and rename it into place."""
+        assert self._open, "call open() first"
+        tmp = self.final_path.with_name(self.final_path.name + ".tmp")
+        n = self.n_rows
+        try:
+            with h5py.File(tmp, "w") as f:
+                for k, v in {**self.attrs, **(extra_attrs or {})}.items():
+                    f.attrs[k] = v
+                f.attrs.update(key=self.key, n_rows=n, n_processed=self.n_processed, n_no_face=self.n_no_face,
+                               n_skipped=self.n_skipped, complete=False,
+                               skipped_paths=json.dumps([p for p, _ in self.skipped]),
+                               skipped_reasons=json.dumps([r for _, r in self.skipped]))
+                rows = max(1, min(256, (1 << 20) // (4 * max(self.dim, 1))))
+                f.create_dataset("features", (n, self.dim), dtype="float32", chunks=(min(rows, n), self.dim) if n else None)
+                f.create_dataset("labels", (n,), dtype="int32")
+                f.create_dataset("face_found", (n,), dtype="int8")
+                for name in ("subjects", "split", "paths", "raw_labels"):
+                    f.create_dataset(name, (n,), dtype=_STR)
+                f.create_dataset("label_names", data=np.array(self.label_names, dtype=object), dtype=_STR)
+                at = 0
+                for _, path in self._chunks:
+                    c = _read_chunk(path)
+                    k = len(c["labels"])
+                    for name in _ROW_COLUMNS:
+                        data = c[name]
+                        f[name][at:at + k] = data.astype(object) if data.dtype.kind == "U" else data
+                    at += k
+                f.attrs["complete"] = True
+            os.replace(tmp, self.final_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        shutil.rmtree(self.part_path, ignore_errors=True)
+        self._open = False
         return self.final_path
 
     def close(self) -> None:
-        """Close without finishing (the part file stays for a later resume)."""
-        if self.f is not None:
-            self.f.close()
-            self.f = None
+        """Stop without finishing: the part folder stays for a later resume."""
+        self._open = False
 
     def discard(self) -> None:
-        """Close and delete the part file (nothing half-written stays behind)."""
-        self.close()
-        self.part_path.unlink(missing_ok=True)
+        """Delete the part folder (nothing half-written stays behind)."""
+        self._open = False
+        shutil.rmtree(self.part_path, ignore_errors=True)
+
+
+def _ustr(values: Iterable[str]) -> np.ndarray:
+    """Strings as a fixed-width unicode array: stored by ``np.savez`` without pickling."""
+    return np.array([str(v) for v in values], dtype=np.str_)
+
+
+def _read_chunk(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` under a temporary name, flush it to disk, then rename: readers see all or nothing."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

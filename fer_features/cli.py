@@ -574,9 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExtractionError as exc:
         print(f"fer_features {a.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from .extract import Terminated
+
         print("interrupted: an extraction resumes where it stopped when run again", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ class Dataset:
     (image files, or CSV rows, that the layout could not use).
 
     FER2013 is parsed on first use of ``records``/``len``/images, so a
-    ``fingerprint()`` (e.g. for a cache hit) costs one ``stat``.
+    ``fingerprint()`` (e.g. for a cache hit) reads the file's bytes but parses nothing.
     """
 
     def __init__(
@@ -333,45 +333,63 @@ class Dataset:
                        ignored=self._ignored, _csv=self._csv, _sel=sel)
 
     # -- identity -----------------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        """SHA-256 hex of the content identity, from ``stat`` only (never decodes).
+    def rel_path(self, i: int) -> str:
+        """Record ``i``'s path relative to ``root`` (posix): what a cache stores, so a moved or copied
+        dataset still matches it. CSV rows are ``#row=N`` (row N of the file that is the root)."""
+        return _rel_path(self.records[i].path, self.root)
 
-        Covers the format, the options and, for every file read, its path
-        relative to ``root``, size, ``mtime_ns`` and record label; for a CSV,
-        the file's name, size and ``mtime_ns`` plus the selected rows (if a
-        subset).  A missing file counts as size/mtime -1 rather than raising.
+    def rel_paths(self) -> list[str]:
+        return [_rel_path(r.path, self.root) for r in self.records]
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex of the content identity: the bytes of every file read, never names of folders above
+        the root nor modification times, so a copied, moved or re-synced dataset keeps its fingerprint.
+
+        Covers the format, the options and, for every record, its path relative to ``root``, a BLAKE2b
+        hash of the file's bytes and its label; for a CSV, the hash of the file plus the selected rows
+        (if a subset). Files are hashed, not decoded (JAFFE 0.07 s, CK+48 0.15 s, FER2013 0.2 s here);
+        a missing file counts as ``missing`` rather than raising.
         """
         h = hashlib.sha256()
         h.update(json.dumps({"format": self.format, "options": self.options},
                             sort_keys=True).encode())
         if self._csv is not None:
-            size, mtime = _stat(self.root)
-            h.update(f"\n{self.root.name}\t{size}\t{mtime}\n".encode())
+            h.update(f"\n{content_hash(self.root)}\n".encode())
             if self._sel is None:
                 h.update(b"all")
             else:
                 h.update(np.ascontiguousarray(self._sel, dtype="<i8").tobytes())
             return h.hexdigest()
-        lines = []
-        for rec in self.records:
-            p = Path(rec.path)
-            try:
-                rel = p.relative_to(self.root).as_posix()
-            except ValueError:
-                rel = p.as_posix()
-            size, mtime = _stat(p)
-            lines.append(f"{rel}\t{size}\t{mtime}\t{rec.label}")
-        lines.sort()
+        paths = [r.path for r in self.records]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large reads
+            digests = list(pool.map(content_hash, paths))
+        lines = sorted(f"{_rel_path(p, self.root)}\t{d}\t{r.label}"
+                       for p, d, r in zip(paths, digests, self.records))
         h.update(("\n" + "\n".join(lines)).encode())
         return h.hexdigest()
 
 
-def _stat(p: str | os.PathLike) -> tuple[int, int]:
+def _rel_path(path: str, root: Path) -> str:
+    if "#row=" in path:  # a CSV row: the root is the file itself
+        return "#row=" + path.rsplit("#row=", 1)[1]
     try:
-        st = os.stat(p)
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """BLAKE2b hex digest of a file's bytes (``missing`` when it cannot be read)."""
+    h = hashlib.blake2b()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
     except OSError:
-        return (-1, -1)
-    return (st.st_size, st.st_mtime_ns)
+        return "missing"
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------- patterns

@@ -28,12 +28,13 @@ def default_cache_dir() -> Path:
 
 
 def _weights_id(weights: str) -> str:
-    """Cache-key identity of a weights spec: 'imagenet', 'random' or file name + size + mtime."""
+    """Cache-key identity of a weights spec: 'imagenet', 'random' or the file's name and content hash."""
+    from .datasets import content_hash
+
     w = bb.normalize_weights(weights)
     if w in ("imagenet", "random"):
         return w
-    st = os.stat(w)
-    return f"file:{Path(w).name}:{st.st_size}:{st.st_mtime_ns}"
+    return f"file:{Path(w).name}:{content_hash(w)[:24]}"
 
 
 # bfloat16: Keras mixed precision (bf16 compute, float32 weights). Measured (bench/results/reduced_precision.md):
@@ -213,9 +214,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
 
 def dataset_cache_path(dataset, extractor: FeatureExtractor, cache_dir: str | Path | None = None) -> tuple[Path, str, dict]:
-    """(cache file path, key, settings) for ``dataset`` embedded by ``extractor``; loads no model."""
-    settings = {**extractor.settings(), "dataset_format": dataset.format,
-                "dataset_root": str(Path(dataset.root).resolve())}
+    """(cache file path, key, settings) for ``dataset`` embedded by ``extractor``; loads no model.
+
+    The key hashes the settings and the dataset's content (not where it lies), so a copy finds its cache.
+    """
+    settings = {**extractor.settings(), "dataset_format": dataset.format}
     opts = getattr(dataset, "options", None)
     if opts:
         settings["dataset_options"] = opts
@@ -226,6 +229,56 @@ def dataset_cache_path(dataset, extractor: FeatureExtractor, cache_dir: str | Pa
 
 class ExtractionError(RuntimeError):
     """Extraction stopped (strict mode on a bad image, or nothing readable)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during an extraction: handled like Ctrl-C (finished chunks kept, the next run resumes)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` for the block (main thread only; restored after)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"terminated by signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _complete_with_key(path: Path, key: str) -> Path | None:
+    """The complete cache of this key: ``path`` itself, or one made under another dataset folder name (the
+    same content reached through a link, or a renamed copy)."""
+    if is_complete(path):
+        return path
+    for other in sorted(path.parent.glob(f"*__{key[:12]}.h5")):
+        if is_complete(other) and load_cache(other).attrs.get("key") == key:
+            return other
+    return None
+
+
+def _cache_hit(path: Path, ds, log) -> Path:
+    """Log the hit and, when the dataset now lies elsewhere (copied, moved), record its new root."""
+    from .cache import set_dataset_root
+
+    log(f"cache hit: {path}")
+    root = str(ds.root)
+    try:
+        recorded = load_cache(path).dataset_root
+    except Exception:  # noqa: BLE001 - a hit was just confirmed; a read failure surfaces on use
+        return path
+    if recorded != root and not Path(recorded).exists() and set_dataset_root(path, root):
+        log(f"dataset found at {root} (was {recorded}): recorded in the cache")
+    return path
 
 
 def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None = None,
@@ -239,10 +292,12 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                     log=None) -> Path:
     """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
 
-    An identical earlier run is a cache hit (no model is loaded); an interrupted one is resumed.
-    Unreadable images are skipped and listed in the cache, or stop the run when ``strict``.
+    An identical earlier run is a cache hit (no model is loaded); an interrupted or killed one is resumed
+    after its last finished chunk; an identical run going on in another process is waited for (one lock
+    per cache file). Unreadable images are skipped and listed in the cache, or stop the run when ``strict``.
     """
-    from .datasets import Dataset, ImageReadError, load_dataset
+    from .cache import cache_lock
+    from .datasets import Dataset, load_dataset
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     ds = data if isinstance(data, Dataset) else load_dataset(data, format, frontal_only=frontal_only)
@@ -250,9 +305,20 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                            layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,
                            align=align, flip_average=flip_average, precision=precision, batch_size=batch_size)
     path, key, settings = dataset_cache_path(ds, ext, cache_dir)
-    if is_complete(path):
-        log(f"cache hit: {path}")
-        return path
+    if (hit := _complete_with_key(path, key)) is not None:
+        return _cache_hit(hit, ds, log)
+    with cache_lock(path, log):
+        if (hit := _complete_with_key(path, key)) is not None:  # an identical run finished while we waited
+            return _cache_hit(hit, ds, log)
+        with _sigterm_as_interrupt():
+            return _extract_into(path, key, settings, ds, ext, strict=strict, progress=progress,
+                                 workers=workers, log=log)
+
+
+def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtractor, *, strict: bool,
+                  progress: bool, workers: int, log) -> Path:
+    """The extraction itself, into ``path`` (the caller holds the cache lock)."""
+    from .datasets import ImageReadError
 
     t_build = time.perf_counter()
     ext.fit()
@@ -264,17 +330,19 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         "settings_json": json.dumps(settings, sort_keys=True),
         "versions_json": json.dumps(package_versions(), sort_keys=True),
         "dataset_fingerprint": ds.fingerprint(),
+        "dataset_root": str(ds.root),
         "n_records": len(ds),
-        "weights_spec": bb.normalize_weights(weights),
+        "weights_spec": bb.normalize_weights(ext.weights),
         **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
     }
-    writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs)
+    writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs, log=log)
     start = writer.open()
     if start:
         log(f"resuming {writer.part_path} at record {start} of {len(ds)}")
     prep = ext.preprocessor_
     n = len(ds)
-    bs = int(batch_size)
+    bs = int(ext.batch_size)
+    rel = ds.rel_paths()
 
     def load_one(i: int):
         try:
@@ -311,7 +379,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                 idx, futs = pending.popleft()
                 submit_next()
                 results = [f.result() for f in futs]
-                bad = [(ds.records[i].path, err) for i, _, _, err in results if err]
+                bad = [(rel[i], err) for i, _, _, err in results if err]
                 if bad and strict:
                     raise ExtractionError(f"unreadable image: {bad[0][1]}")
                 for p, err in bad:
@@ -321,18 +389,16 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                 recs = [ds.records[g[0]] for g in good]
                 writer.append(
                     feats, [label_index[r.label] for r in recs], [r.subject for r in recs],
-                    [r.split for r in recs], [r.path for r in recs], [r.raw_label for r in recs],
+                    [r.split for r in recs], [rel[g[0]] for g in good], [r.raw_label for r in recs],
                     [-1 if g[2] is None else int(bool(g[2])) for g in good],
                     n_processed=idx[-1] + 1, skipped=bad)
                 n_done_rows += len(good)
                 if bar is not None:
                     bar.update(len(idx))
-        f_rows = int(writer.f.attrs["n_rows"])
+        f_rows = writer.n_rows
         if f_rows == 0:
             raise ExtractionError(f"{ds.root}: no readable image among {n}")
         elapsed = time.perf_counter() - t0
-        n_skipped = int(writer.f.attrs["n_skipped"])
-        n_no_face = int(writer.f.attrs["n_no_face"])
         rate = (n_done_rows / elapsed) if elapsed > 0 else 0.0
         final = writer.finish({"extract_seconds": elapsed, "model_build_seconds": t_build,
                                "images_per_second": rate})
@@ -340,24 +406,23 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         if bar is not None:
             bar.close()
             bar = None
-        if n_skipped:
-            log(f"{n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
-        if face_crop != "none":
-            log(f"no face found in {n_no_face} of {f_rows} image(s): whole image kept")
+        if writer.n_skipped:
+            log(f"{writer.n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
+        if ext.face_crop != "none":
+            log(f"no face found in {writer.n_no_face} of {f_rows} image(s): whole image kept")
         log(f"extracted {n_done_rows} images in {elapsed:.1f} s ({rate:.1f} img/s; model built in {t_build:.1f} s)")
         return final
     except KeyboardInterrupt:
-        writer.close()  # keep the part file: the next identical run resumes it
+        writer.close()  # keep the finished chunks: the next identical run resumes after them
+        log(f"stopped after record {writer.n_processed} of {n}: the same command resumes there")
         raise
     finally:
         if bar is not None:
             bar.close()
-        if not ok and writer.f is not None:
-            if isinstance(sys.exc_info()[1], ExtractionError):
-                writer.discard()  # strict stop or nothing readable: leave nothing behind
-            else:
-                writer.close()  # unexpected failure: keep the part file so a re-run resumes
+        if not ok and isinstance(sys.exc_info()[1], ExtractionError):
+            writer.discard()  # strict stop or nothing readable: leave nothing behind
+        # any other failure keeps the finished chunks, so a re-run resumes
 
 
 __all__ = ["FeatureExtractor", "extract_dataset", "load_cache", "dataset_cache_path", "default_cache_dir",
-           "ExtractionError"]
+           "ExtractionError", "Terminated"]

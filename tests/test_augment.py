@@ -81,8 +81,8 @@ def test_no_augmented_copy_of_a_test_image_is_in_its_training_fold(jaffe_hog):
     d = A.augment_splits(cache, splits, cfg, copies=2, progress=False)
     n = len(cache)
     assert len(d.X) == n + 2 * n  # every image is a training image of 9 folds: two copies each, stored once
-    ds = load_dataset(cache.settings["dataset_root"], "jaffe")
-    by_path = {str(r.path): k for k, r in enumerate(ds.records)}
+    ds = load_dataset(cache.dataset_root, "jaffe")
+    by_path = {p: k for k, p in enumerate(ds.rel_paths())}
     ext = FeatureExtractor(**extraction_settings(cache)).fit()
     train_rows_seen = 0
     for (tr, te), (tr0, _) in zip(d.splits, splits):

@@ -57,34 +57,47 @@ def test_resume_continues_after_interruption(tmp_path):
     np.testing.assert_array_equal(load_cache(final).features[:, 0], np.arange(8))
 
 
-def test_rows_written_after_the_last_counter_update_are_dropped_on_resume(tmp_path):
+def test_a_kill_mid_chunk_loses_only_that_chunk(tmp_path):
+    """What SIGKILL can leave: a chunk half-written under its temporary name, or a torn chunk file."""
     final = tmp_path / "c.h5"
     w = CacheWriter(final, "k", 4, ["a"], {})
     w.open()
     _chunk(w, 0, 4)
-    # simulate a crash between writing data and updating the counters
-    w.f["features"].resize((6, 4))
-    w.f.attrs["n_rows"] = 4
-    w.close()
+    _chunk(w, 4, 4)
+    (w.part_path / "chunk-0000000008.npz.tmp").write_bytes(b"half")  # killed while writing chunk 3
     w2 = CacheWriter(final, "k", 4, ["a"], {})
-    assert w2.open() == 4
-    assert w2.f["features"].shape == (4, 4)
-    w2.discard()
-    assert not w2.part_path.exists()
+    assert w2.open() == 8 and w2.n_rows == 8
+    assert not list(w2.part_path.glob("*.tmp"))
+    second = w2.part_path / "chunk-0000000004.npz"
+    second.write_bytes(second.read_bytes()[:100])  # a torn file (no fsync'd rename): redone, and said so
+    said = []
+    w3 = CacheWriter(final, "k", 4, ["a"], {}, log=said.append)
+    assert w3.open() == 4 and w3.n_rows == 4
+    assert any("unusable" in m and "redoing from record 4" in m for m in said)
+    _chunk(w3, 4, 4)
+    w3.finish()
+    np.testing.assert_array_equal(load_cache(final).features[:, 0], np.arange(8))
 
 
-def test_part_file_with_another_key_or_corrupt_is_restarted(tmp_path):
+def test_part_folder_of_another_key_or_an_old_part_file_is_restarted_and_said(tmp_path):
     final = tmp_path / "c.h5"
     w = CacheWriter(final, "k1", 4, ["a"], {})
     w.open()
     _chunk(w, 0, 4)
     w.close()
-    assert CacheWriter(final, "other", 4, ["a"], {}).open() == 0
-    part = final.with_name(final.name + ".part")
-    part.write_bytes(b"garbage")
-    w3 = CacheWriter(final, "k1", 4, ["a"], {})
-    assert w3.open() == 0
+    said = []
+    assert CacheWriter(final, "other", 4, ["a"], {}, log=said.append).open() == 0
+    assert any("other settings" in m for m in said)
+    import shutil
+
+    shutil.rmtree(w.part_path)
+    w.part_path.write_bytes(b"an HDF5 .part file of version 1")  # single-file part of the older writer
+    said.clear()
+    w3 = CacheWriter(final, "k1", 4, ["a"], {}, log=said.append)
+    assert w3.open() == 0 and w3.part_path.is_dir()
+    assert any("older" in m and "starting over" in m for m in said)
     w3.discard()
+    assert not w3.part_path.exists()
 
 
 def test_foreign_or_missing_files_are_rejected(tmp_path):

@@ -345,6 +345,12 @@ def test_fingerprint_tracks_files_without_decoding(tmp_path, monkeypatch):
     monkeypatch.undo()
     st = (root / "happy" / "a.png").stat()
     os.utime(root / "happy" / "a.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert load_dataset(root).fingerprint() == fp  # identity by content: a re-synced file is the same file
+    import shutil
+
+    shutil.copytree(root, tmp_path / "copy")
+    assert load_dataset(tmp_path / "copy").fingerprint() == fp  # a copy elsewhere too
+    (root / "happy" / "a.png").write_bytes((root / "happy" / "a.png").read_bytes() + b"\0")
     fp2 = load_dataset(root).fingerprint()
     assert fp2 != fp
     _touch_images(root, ["sad/d.png"])
@@ -354,13 +360,15 @@ def test_fingerprint_tracks_files_without_decoding(tmp_path, monkeypatch):
     assert load_dataset(root).fingerprint() == fp3
 
 
-def test_csv_fingerprint_changes_with_file(tmp_path):
+def test_csv_fingerprint_changes_with_content_only(tmp_path):
     csv = tmp_path / "f.csv"
     csv.write_text("emotion,pixels\n0,1 2 3 4\n")
     fp = load_dataset(csv).fingerprint()
     assert load_dataset(csv).fingerprint() == fp
     st = csv.stat()
     os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert load_dataset(csv).fingerprint() == fp  # by content, not modification time
+    csv.write_text("emotion,pixels\n1,1 2 3 4\n")
     assert load_dataset(csv).fingerprint() != fp
 
 
