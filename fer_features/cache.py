@@ -136,6 +136,13 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """A cache file's attributes alone (no arrays read): cheap, for cache hits."""
+    with h5py.File(path, "r") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+
+
 def set_dataset_root(path: str | Path, root: str | Path) -> bool:
     """Record where a complete cache's dataset is now (after it was copied or moved); False if read-only."""
     try:
@@ -153,9 +160,8 @@ def load_cache(path: str | Path) -> FeatureCache:
         raise CacheError(f"{path}: no such cache file")
     if not is_complete(path):
         raise CacheError(f"{path}: not a complete fer_features cache (interrupted or foreign file)")
+    attrs = read_attrs(path)
     with h5py.File(path, "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
         return FeatureCache(
             path=path,
             features=f["features"][()],

@@ -255,6 +255,7 @@ class Dataset:
         self._ignored = tuple(ignored)
         self._csv = _csv  # FER2013: parsed CSV, shared by subsets
         self._sel = _sel  # FER2013 subsets: positions into the full record list
+        self._fingerprint: str | None = None  # computed once: listing is fixed, hashing is not free
 
     # -- listing ------------------------------------------------------------------------------
     @property
@@ -350,6 +351,11 @@ class Dataset:
         (if a subset). Files are hashed, not decoded (JAFFE 0.07 s, CK+48 0.15 s, FER2013 0.2 s here);
         a missing file counts as ``missing`` rather than raising.
         """
+        if self._fingerprint is None:
+            self._fingerprint = self._content_fingerprint()
+        return self._fingerprint
+
+    def _content_fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(json.dumps({"format": self.format, "options": self.options},
                             sort_keys=True).encode())

@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from . import backbones as bb
-from .cache import CacheWriter, cache_filename, cache_key, load_cache, is_complete, package_versions
+from .cache import (CacheWriter, cache_filename, cache_key, is_complete, load_cache, package_versions,
+                    read_attrs)
 from .preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN, INTENSITY_METHODS, PreprocessConfig, Preprocessor
 
 DEFAULT_CACHE_DIR = "cache"
@@ -261,7 +262,7 @@ def _complete_with_key(path: Path, key: str) -> Path | None:
     if is_complete(path):
         return path
     for other in sorted(path.parent.glob(f"*__{key[:12]}.h5")):
-        if is_complete(other) and load_cache(other).attrs.get("key") == key:
+        if is_complete(other) and read_attrs(other).get("key") == key:
             return other
     return None
 
@@ -273,8 +274,8 @@ def _cache_hit(path: Path, ds, log) -> Path:
     log(f"cache hit: {path}")
     root = str(ds.root)
     try:
-        recorded = load_cache(path).dataset_root
-    except Exception:  # noqa: BLE001 - a hit was just confirmed; a read failure surfaces on use
+        recorded = str(read_attrs(path).get("dataset_root", ""))
+    except OSError:  # a hit was just confirmed; a read failure surfaces on use
         return path
     if recorded != root and not Path(recorded).exists() and set_dataset_root(path, root):
         log(f"dataset found at {root} (was {recorded}): recorded in the cache")
