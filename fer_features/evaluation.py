@@ -24,6 +24,7 @@ from . import classifiers as clfs
 PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split")
 LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
+FEATURE_DEFAULTS = {"precision": "float32"}  # settings older caches (and float32 ones) do not store
 VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
 TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
 
@@ -316,11 +317,13 @@ def protocol_for_cache(cache, protocol: str = "auto", *, folds: int = 10, test_s
 
 
 def cache_summary(cache) -> dict[str, Any]:
-    s = cache.settings
+    """Where a result's features came from: the cache, dataset, backbone and every setting that changes them."""
+    from .models import EXTRACTION_KEYS
+
+    s = {**FEATURE_DEFAULTS, **cache.settings}
     return {"cache": str(cache.path), "dataset": s.get("dataset_format", ""), "n_images": len(cache),
-            "backbone": s.get("backbone"), "features": {k: s.get(k) for k in
-                                                        ("image_size", "pooling", "layer", "preprocess",
-                                                         "face_crop", "flip_average", "weights") if k in s}}
+            "backbone": s.get("backbone"),
+            "features": {k: s[k] for k in EXTRACTION_KEYS if k != "backbone" and k in s}}
 
 
 def augmented_data(cache, protocol: str = "auto", *, augment=None, copies: int = 0,
