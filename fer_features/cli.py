@@ -328,8 +328,9 @@ def _cmd_compare(a) -> int:
     from . import classifiers as C
     from . import evaluation as ev
     from .cache import load_cache
-    from .reports import protocol_header, text_table, write_report
+    from .reports import load_results, protocol_header, text_table, write_report
 
+    included = [r for inc in a.include for r in load_results(inc)]  # a bad file fails before the long run
     if a.clf in ("all", ""):
         names = list(C.PRESETS)
     elif a.clf == "seed":
@@ -339,18 +340,17 @@ def _cmd_compare(a) -> int:
     cache = load_cache(a.cache)
     done = []
 
-    def progress(r):
+    def finished(r):
         done.append(r)
-        print(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % "
-              f"(fit {r['fit_seconds']:.2f} s)", file=sys.stderr)
+        print(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % pooled "
+              f"(fit {r['fit_seconds']:.2f} s in all)", file=sys.stderr)
 
     results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
                             test_split=a.test_split, seed=a.seed, engine=a.engine,
                             overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
-                            subject_norm=a.subject_norm, on_result=progress, **_augment_kwargs(a))
-    for inc in a.include:
-        data = json.loads(open(inc).read())
-        results += data if isinstance(data, list) else [data]
+                            subject_norm=a.subject_norm, on_result=finished,
+                            **_augment_kwargs(a))
+    results += included
     print(protocol_header(results))
     for w in notes:
         print(w)

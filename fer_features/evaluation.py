@@ -24,6 +24,7 @@ from . import classifiers as clfs
 PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split")
 LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
+ACCURACY_DEFINITION = "correct / all test images, pooled over folds"
 FEATURE_DEFAULTS = {"precision": "float32"}  # settings older caches (and float32 ones) do not store
 VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
 TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
@@ -260,7 +261,11 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
 def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, splits: list, preds: list,
                 fit_seconds: Sequence[float], predict_seconds: Sequence[float], wall: float,
                 protocol_info: dict) -> dict[str, Any]:
-    """The result dict every evaluation path reports (frozen features or fine-tuned networks alike)."""
+    """The result dict every evaluation path reports (frozen features or fine-tuned networks alike).
+
+    ``accuracy`` is pooled: correct test images / all test images over every fold (``accuracy_fold_mean`` is
+    the mean of the fold accuracies, ``accuracy_std`` their std); fit/predict seconds are totals over folds.
+    """
     labels_idx = np.arange(len(label_names))
     y_true = np.concatenate([y[te] for _, te in splits])
     y_pred = np.concatenate(preds)
@@ -269,15 +274,18 @@ def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, spli
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = cm.diagonal() / cm.sum(axis=1)
     present = cm.sum(axis=1) > 0
+    pooled = float(accuracy_score(y_true, y_pred))
     res: dict[str, Any] = {
         "classifier": classifier,
         "protocol": protocol_info["protocol"],
         "protocol_description": protocol_info["description"],
         "subject_independent": protocol_info["subject_independent"],
         "leaky": bool(protocol_info.get("leaky", False)),
-        "accuracy": float(np.mean(fold_acc)),
+        "accuracy": pooled,
+        "accuracy_definition": ACCURACY_DEFINITION,
+        "accuracy_pooled": pooled,  # the same value, for readers of older results
+        "accuracy_fold_mean": float(np.mean(fold_acc)),
         "accuracy_std": float(np.std(fold_acc)),
-        "accuracy_pooled": float(accuracy_score(y_true, y_pred)),
         "fold_accuracies": fold_acc,
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels_idx[present], average="macro", zero_division=0)),
         "labels": list(label_names),
