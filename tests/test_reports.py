@@ -141,7 +141,7 @@ def test_compare_include_marks_rows_and_refuses_bad_files(tmp_path):
     results = mixed_results(tmp_path)
     (tmp_path / "ft.json").write_text(json.dumps(results[1:]))
     c = tmp_path / "a.h5"
-    p = run_cli("compare", "--cache", c, "--clf", "linear_svm", "--protocol", "loso",
+    p = run_cli("compare", "--cache", c, "--clf", "linear_svm", "--protocol", "loso", "--no-progress",
                 "--include", tmp_path / "ft.json")
     assert p.returncode == 0, p.stderr[-2000:]
     row = next(line for line in p.stdout.splitlines() if "LEAKY" in line and "linear_svm" in line)
@@ -155,3 +155,23 @@ def test_compare_include_marks_rows_and_refuses_bad_files(tmp_path):
         assert p.returncode == 2 and len(err) == 1 and bad in err[0], p.stderr[-2000:]
 
 
+# -- item 13: progress while classifiers fit ---------------------------------------------------------------
+def test_progress_bar_over_classifiers_and_folds(tmp_path, capsys):
+    cache = cache_with(tmp_path / "a.h5", SETTINGS)
+    quiet, _ = ev.run(cache, ["linear_svm", "lda"], "group-kfold", folds=3, n_jobs=1, progress=False)
+    assert capsys.readouterr().err == ""
+    loud, _ = ev.run(cache, ["linear_svm", "lda"], "group-kfold", folds=3, n_jobs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "6/6" in err and "fold" in err
+    assert [r["fold_accuracies"] for r in loud] == [r["fold_accuracies"] for r in quiet]  # fold order kept
+    ev.run(cache, ["linear_svm", "lda"], "holdout", test_size=0.25, progress=True)
+    err = capsys.readouterr().err
+    assert "fitting linear_svm" in err and "27 training rows" in err and "2/2" in err
+
+
+def test_classify_shows_progress_unless_told_not_to(tmp_path):
+    c = cache_with(tmp_path / "a.h5", SETTINGS).path
+    p = run_cli("classify", "--cache", c, "--clf", "lda", "--protocol", "group-kfold", "--folds", "3")
+    assert p.returncode == 0 and "3/3" in p.stderr, p.stderr[-2000:]
+    p = run_cli("classify", "--cache", c, "--clf", "lda", "--protocol", "group-kfold", "--folds", "3", "--no-progress")
+    assert p.returncode == 0 and "3/3" not in p.stderr, p.stderr[-2000:]
