@@ -75,7 +75,7 @@ def main() -> None:
           f"{cfg.batch_size}; up to {cfg.epochs} epochs per phase, early stopping (patience {cfg.patience}) on "
           "val accuracy of a subject-held-out 15 % of each fold's training part, best weights restored; "
           "augmentation on the fly (rotation 10°, shift 0.1, zoom 0.1, flip), training images only.", "",
-          "| model | accuracy % (mean ± std over folds) | macro-F1 % | time |", "|---|---:|---:|---|"]
+          "| model | accuracy % (pooled over folds ± fold std) | macro-F1 % | time |", "|---|---:|---:|---|"]
     for name, r, when in rows:
         md.append(f"| {name} | {100 * r['accuracy']:.1f} ± {100 * r['accuracy_std']:.1f} | "
                   f"{100 * r['macro_f1']:.1f} | {when} |")

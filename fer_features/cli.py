@@ -191,6 +191,7 @@ def _add_eval_options(p, default_clf: str) -> None:
                    "augmented copies; larger classes are kept whole")
     g.add_argument("--augment", default="default", metavar="SPEC", help=AUGMENT_HELP)
     p.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (default: up to 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (classifiers x folds, on stderr)")
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
 
 
@@ -264,7 +265,8 @@ def _cmd_classify(a) -> int:
         raise ev.ProtocolError(f"--save cannot be combined with the leaky protocol {ev.LEAKY_PROTOCOL}")
     results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
                         test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
-                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm, **aug)
+                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm,
+                        progress=not a.no_progress, **aug)
     r = results[0]
     if a.save:
         path, trained_on = _save(cache, a, overrides, aug)
@@ -328,8 +330,9 @@ def _cmd_compare(a) -> int:
     from . import classifiers as C
     from . import evaluation as ev
     from .cache import load_cache
-    from .reports import protocol_header, text_table, write_report
+    from .reports import load_results, protocol_header, text_table, write_report
 
+    included = [r for inc in a.include for r in load_results(inc)]  # a bad file fails before the long run
     if a.clf in ("all", ""):
         names = list(C.PRESETS)
     elif a.clf == "seed":
@@ -339,18 +342,19 @@ def _cmd_compare(a) -> int:
     cache = load_cache(a.cache)
     done = []
 
-    def progress(r):
+    def finished(r):
+        from tqdm import tqdm
+
         done.append(r)
-        print(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % "
-              f"(fit {r['fit_seconds']:.2f} s)", file=sys.stderr)
+        tqdm.write(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % pooled "
+                   f"(fit {r['fit_seconds']:.2f} s in all)", file=sys.stderr)
 
     results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
                             test_split=a.test_split, seed=a.seed, engine=a.engine,
                             overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
-                            subject_norm=a.subject_norm, on_result=progress, **_augment_kwargs(a))
-    for inc in a.include:
-        data = json.loads(open(inc).read())
-        results += data if isinstance(data, list) else [data]
+                            subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
+                            **_augment_kwargs(a))
+    results += included
     print(protocol_header(results))
     for w in notes:
         print(w)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 import warnings
 from collections import Counter
@@ -24,6 +25,8 @@ from . import classifiers as clfs
 PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split")
 LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
+ACCURACY_DEFINITION = "correct / all test images, pooled over folds"
+FEATURE_DEFAULTS = {"precision": "float32"}  # settings older caches (and float32 ones) do not store
 VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
 TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
 
@@ -205,15 +208,57 @@ def _run_fold(pipe, X, y, tr, te, norm, name, engine):
     return pred, fit_s, time.perf_counter() - t, fb, clfs.fitted_engine(pipe, name, engine)
 
 
+def progress_bar(total: int, desc: str):
+    """A tqdm bar on stderr, as ``extract`` shows one."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="fold", desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+
+def _say(msg: str) -> None:
+    """A line on stderr that does not break a progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _say_fitting(classifier: str, splits: list) -> None:
+    """Before a single-split fit (no fold ends for a while): what is being fitted, on how many rows."""
+    if len(splits) == 1:
+        tr, te = splits[0]
+        _say(f"fitting {classifier} on {len(tr)} training rows (one split; {len(te)} test rows)")
+
+
+def _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold=None) -> list:
+    """``_run_fold`` on every split (``n_jobs`` at a time), calling ``on_fold()`` as each ends; in fold order."""
+    args = [(clone(pipe), X, y, tr, te, norm, classifier, engine) for tr, te in splits]
+    if n_jobs > 1 and len(splits) > 1:  # as completed, so that a bar moves while the slow folds still run
+        indexed = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+            delayed(_run_fold_k)(k, *a) for k, a in enumerate(args))
+    else:
+        indexed = (_run_fold_k(k, *a) for k, a in enumerate(args))
+    outs: list = [None] * len(splits)
+    for k, out in indexed:
+        outs[k] = out
+        if on_fold is not None:
+            on_fold()
+    return outs
+
+
+def _run_fold_k(k: int, *args) -> tuple[int, Any]:
+    return k, _run_fold(*args)
+
+
 def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifier: str, splits: list,
              protocol_info: dict, *, engine: str = clfs.DEFAULT_ENGINE, overrides: dict | None = None,
              pca: float | int | None = None, n_jobs: int | None = None, duplicates: dict[str, int] | None = None,
-             subject_norm: str = "none", groups: np.ndarray | None = None
-             ) -> dict[str, Any]:
+             subject_norm: str = "none", groups: np.ndarray | None = None, progress: bool = False,
+             on_fold=None) -> dict[str, Any]:
     """Fit and score ``classifier`` on every fold; return the result dict (JSON-ready).
 
     ``duplicates``: the ``duplicate_report`` of these folds, added to the result as is.
     ``subject_norm``: none | center | neutral (needs ``groups``; neutral needs a 'neutral' label).
+    ``progress``: a bar over the folds on stderr; ``on_fold()`` is called as each fold finishes instead.
     """
     norm = None
     subject_norm = subject_norm or "none"
@@ -232,12 +277,16 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
     pipe = clfs.make_classifier(classifier, overrides, engine=engine, pca=pca)
     if n_jobs is None:
         n_jobs = min(len(splits), os.cpu_count() or 1, 2)
+    bar = progress_bar(len(splits), classifier) if progress and on_fold is None else None
+    on_fold = bar.update if bar is not None else on_fold
+    if progress:
+        _say_fitting(classifier, splits)
     t0 = time.perf_counter()
-    if n_jobs > 1 and len(splits) > 1:
-        outs = Parallel(n_jobs=n_jobs)(delayed(_run_fold)(clone(pipe), X, y, tr, te, norm, classifier, engine)
-                                       for tr, te in splits)
-    else:
-        outs = [_run_fold(clone(pipe), X, y, tr, te, norm, classifier, engine) for tr, te in splits]
+    try:
+        outs = _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold)
+    finally:
+        if bar is not None:
+            bar.close()
     wall = time.perf_counter() - t0
     res = score_folds(classifier, label_names, y, splits, [o[0] for o in outs], [o[1] for o in outs],
                       [o[2] for o in outs], wall, protocol_info)
@@ -259,7 +308,11 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
 def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, splits: list, preds: list,
                 fit_seconds: Sequence[float], predict_seconds: Sequence[float], wall: float,
                 protocol_info: dict) -> dict[str, Any]:
-    """The result dict every evaluation path reports (frozen features or fine-tuned networks alike)."""
+    """The result dict every evaluation path reports (frozen features or fine-tuned networks alike).
+
+    ``accuracy`` is pooled: correct test images / all test images over every fold (``accuracy_fold_mean`` is
+    the mean of the fold accuracies, ``accuracy_std`` their std); fit/predict seconds are totals over folds.
+    """
     labels_idx = np.arange(len(label_names))
     y_true = np.concatenate([y[te] for _, te in splits])
     y_pred = np.concatenate(preds)
@@ -268,15 +321,18 @@ def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, spli
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = cm.diagonal() / cm.sum(axis=1)
     present = cm.sum(axis=1) > 0
+    pooled = float(accuracy_score(y_true, y_pred))
     res: dict[str, Any] = {
         "classifier": classifier,
         "protocol": protocol_info["protocol"],
         "protocol_description": protocol_info["description"],
         "subject_independent": protocol_info["subject_independent"],
         "leaky": bool(protocol_info.get("leaky", False)),
-        "accuracy": float(np.mean(fold_acc)),
+        "accuracy": pooled,
+        "accuracy_definition": ACCURACY_DEFINITION,
+        "accuracy_pooled": pooled,  # the same value, for readers of older results
+        "accuracy_fold_mean": float(np.mean(fold_acc)),
         "accuracy_std": float(np.std(fold_acc)),
-        "accuracy_pooled": float(accuracy_score(y_true, y_pred)),
         "fold_accuracies": fold_acc,
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels_idx[present], average="macro", zero_division=0)),
         "labels": list(label_names),
@@ -316,11 +372,13 @@ def protocol_for_cache(cache, protocol: str = "auto", *, folds: int = 10, test_s
 
 
 def cache_summary(cache) -> dict[str, Any]:
-    s = cache.settings
+    """Where a result's features came from: the cache, dataset, backbone and every setting that changes them."""
+    from .models import EXTRACTION_KEYS
+
+    s = {**FEATURE_DEFAULTS, **cache.settings}
     return {"cache": str(cache.path), "dataset": s.get("dataset_format", ""), "n_images": len(cache),
-            "backbone": s.get("backbone"), "features": {k: s.get(k) for k in
-                                                        ("image_size", "pooling", "layer", "preprocess",
-                                                         "face_crop", "flip_average", "weights") if k in s}}
+            "backbone": s.get("backbone"),
+            "features": {k: s[k] for k in EXTRACTION_KEYS if k != "backbone" and k in s}}
 
 
 def augmented_data(cache, protocol: str = "auto", *, augment=None, copies: int = 0,
@@ -365,7 +423,11 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
         subject_norm: str = "none", augment=None, copies: int = 0, balance: int | str | None = None,
         progress: bool = True, on_result=None) -> tuple[list[dict], list[str]]:
-    """Evaluate each classifier on the same folds of a cache; returns (results, warnings)."""
+    """Evaluate each classifier on the same folds of a cache; returns (results, warnings) in classifier order.
+
+    ``progress``: a bar over classifiers x folds on stderr, moved as each fold ends (and a line before each
+    single-split fit); ``on_result(r)`` is called as each classifier ends (in the order they end).
+    """
     for name in classifiers:
         clfs.get_preset(name)
     X, y, groups, splits, info, notes = augmented_data(
@@ -378,20 +440,37 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     kw = dict(engine=engine, overrides=overrides, pca=pca, duplicates=dup, subject_norm=subject_norm, groups=groups)
     workers = min(len(classifiers), os.cpu_count() or 1, 2) if n_jobs is None else n_jobs
     parallel = len(splits) == 1 and workers > 1 and len(classifiers) > 1
+    bar = progress_bar(len(classifiers) * len(splits), "classify") if progress else None
     if parallel:
         # one split (official, holdout): the folds cannot run in parallel, so the classifiers do, two at a
         # time with one BLAS thread each (fit/predict seconds are each classifier's own, measured in its worker)
-        outs = Parallel(n_jobs=workers, inner_max_num_threads=1, return_as="generator")(
-            delayed(evaluate)(X, y, cache.label_names, name, splits, info, n_jobs=1, **kw) for name in classifiers)
+        if bar is not None:
+            for name in classifiers:
+                _say_fitting(name, splits)
+        outs = Parallel(n_jobs=workers, inner_max_num_threads=1, return_as="generator_unordered")(
+            delayed(_evaluate_k)(k, X, y, cache.label_names, name, splits, info, n_jobs=1, **kw)
+            for k, name in enumerate(classifiers))
     else:
-        outs = (evaluate(X, y, cache.label_names, name, splits, info, n_jobs=n_jobs, **kw) for name in classifiers)
-    results = []
-    for r in outs:
-        r.update(cache_summary(cache))
-        r["warnings"] = notes
-        if parallel:
-            r["classifiers_in_parallel"] = workers
-        results.append(r)
-        if on_result:
-            on_result(r)
+        outs = ((k, evaluate(X, y, cache.label_names, name, splits, info, n_jobs=n_jobs, progress=bar is not None,
+                             on_fold=bar.update if bar is not None else None, **kw))
+                for k, name in enumerate(classifiers))
+    results: list = [None] * len(classifiers)
+    try:
+        for k, r in outs:
+            r.update(cache_summary(cache))
+            r["warnings"] = notes
+            if parallel:
+                r["classifiers_in_parallel"] = workers
+                if bar is not None:
+                    bar.update(len(splits))
+            results[k] = r
+            if on_result:
+                on_result(r)
+    finally:
+        if bar is not None:
+            bar.close()
     return results, notes
+
+
+def _evaluate_k(k: int, *args, **kwargs) -> tuple[int, dict]:
+    return k, evaluate(*args, **kwargs)

@@ -72,7 +72,7 @@ def seed_linear_baseline(data_root: Path, backbones: list[str], classifiers: lis
         rank = lambda rows, n: 1 + sorted((-r["accuracy"] for r in rows.values())).index(-rows[n]["accuracy"])  # noqa: E731
         md += [f"## {name}", "", f"Features: {_features_line(cache)} (the backbone's defaults).",
                f"Protocols: CK+48 {res['ckplus48'][0]['protocol_description']}; JAFFE "
-               f"{res['jaffe'][0]['protocol_description']}. Accuracy: mean ± std over folds.", "",
+               f"{res['jaffe'][0]['protocol_description']}. Accuracy: pooled over folds (correct / all test images) ± std of the fold accuracies.", "",
                "| classifier | CK+48 acc % | JAFFE acc % | mean | CK+48 fit s | JAFFE fit s |",
                "|---|---:|---:|---:|---:|---:|"]
         for n in sorted(classifiers, key=lambda n: -(ck[n]["accuracy"] + jf[n]["accuracy"])):

@@ -298,9 +298,10 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
         histories.append(hist)
         log(f"fold {k + 1}: accuracy {np.mean(preds[-1] == y[te]):.3f} (fit {fit_s[-1]:.0f} s)")
     res = ev.score_folds(cfg.name(), names, y, splits, preds, fit_s, pred_s, time.perf_counter() - t0, info)
-    res.update({"params": cfg.to_dict(), "engine": "keras", "n_jobs": 1, "pca": None, "subject_norm": "none",
-                "backbone": cfg.backbone, "dataset": ds.format, "n_images": len(ds), "cache": "",
-                "features": {"fine_tuned": True, "mode": cfg.mode, "image_size": cfg.size},
+    res.update({"source": "finetune", "params": cfg.to_dict(), "engine": "keras", "n_jobs": 1, "pca": None,
+                "subject_norm": "none", "backbone": cfg.backbone, "dataset": ds.format, "n_images": len(ds),
+                "cache": "", "features": {"fine_tuned": True, "mode": cfg.mode, "weights": cfg.weights,
+                                          **cfg.extraction()},
                 "epochs_run": [[p["epochs_run"] for p in h["phases"]] for h in histories],
                 "training_history": histories})
     return res

@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-TABLE_COLUMNS = (("classifier", "classifier"), ("accuracy", "accuracy %"), ("accuracy_std", "std"),
-                 ("macro_f1", "macro-F1 %"), ("fit_seconds", "fit s"), ("predict_seconds", "predict s"),
-                 ("engine", "engine"))
+TABLE_COLUMNS = (("setup", "setup"), ("classifier", "classifier"), ("protocol", "protocol"),
+                 ("accuracy", "accuracy % (pooled)"), ("accuracy_std", "fold std"), ("macro_f1", "macro-F1 %"),
+                 ("fit_seconds", "fit s (total)"), ("predict_seconds", "predict s (total)"), ("engine", "engine"))
+LEFT_ALIGNED = {"setup", "classifier", "protocol", "engine"}
+REQUIRED_KEYS = ("classifier", "protocol", "accuracy", "labels", "confusion_matrix", "fit_seconds",
+                 "predict_seconds", "n_folds", "n_test")
+SETUP_KEYS = ("protocol", "protocol_description", "leaky", "seed", "n_folds", "n_test", "backbone", "features",
+              "dataset", "n_images", "subject_norm", "augmentation")
+ACCURACY_NOTE = ("accuracy % = correct / all test images, pooled over folds; fold std = std of the fold "
+                 "accuracies; fit s, predict s = totals over folds")
 
 
 def _fmt(key: str, v: Any) -> str:
@@ -23,41 +31,66 @@ def _fmt(key: str, v: Any) -> str:
     return str(v)
 
 
+def is_finetuned(r: dict) -> bool:
+    return r.get("source") == "finetune" or bool((r.get("features") or {}).get("fine_tuned"))
+
+
+def setup_letters(results: Sequence[dict]) -> list[str]:
+    """One letter per row (A, B, ...): rows share a letter when protocol, folds and features are all equal."""
+    keys = [json.dumps({k: r.get(k) for k in SETUP_KEYS}, sort_keys=True, default=str) for r in results]
+    order = list(dict.fromkeys(keys))
+    name = lambda i: chr(ord("A") + i) if i < 26 else f"S{i + 1}"  # noqa: E731
+    return [name(order.index(k)) for k in keys]
+
+
+def row_label(r: dict, letter: str = "") -> str:
+    """'[B] cubic_svm LEAKY': the row's setup letter (when several), name, fine-tuned and leaky marks."""
+    label = r["classifier"] + (" (fine-tuned)" if is_finetuned(r) else "") + (" LEAKY" if r.get("leaky") else "")
+    return f"[{letter}] {label}" if letter else label
+
+
+def _columns(results: Sequence[dict]) -> list[tuple[str, str]]:
+    mixed = len(set(setup_letters(results))) > 1
+    return [c for c in TABLE_COLUMNS if mixed or c[0] != "setup"]
+
+
 def table_rows(results: Sequence[dict]) -> list[list[str]]:
     rows = []
-    for r in results:
-        row = [_fmt(k, r.get(k)) for k, _ in TABLE_COLUMNS]
-        if r.get("source") == "finetune":
-            row[0] += " (fine-tuned)"
-        rows.append(row)
+    for r, letter in zip(results, setup_letters(results)):
+        cells = {k: _fmt(k, r.get(k)) for k, _ in TABLE_COLUMNS}
+        cells["setup"], cells["classifier"] = letter, row_label(r)
+        if r.get("n_folds") == 1:
+            cells["accuracy_std"] = "-"  # one split: no spread to report
+        rows.append([cells[k] for k, _ in _columns(results)])
     return rows
 
 
 def text_table(results: Sequence[dict]) -> str:
-    head = [h for _, h in TABLE_COLUMNS]
+    cols = _columns(results)
+    head = [h for _, h in cols]
     rows = table_rows(results)
     w = [max(len(x) for x in col) for col in zip(head, *rows)]
-    line = lambda r: "  ".join(v.ljust(w[i]) if i == 0 else v.rjust(w[i]) for i, v in enumerate(r))  # noqa: E731
+    left = [k in LEFT_ALIGNED for k, _ in cols]
+    line = lambda r: "  ".join(v.ljust(w[i]) if left[i] else v.rjust(w[i]) for i, v in enumerate(r)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * x for x in w]), *map(line, rows)])
 
 
 def markdown_table(results: Sequence[dict]) -> str:
-    head = [h for _, h in TABLE_COLUMNS]
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|"]
+    cols = _columns(results)
+    out = ["| " + " | ".join(h for _, h in cols) + " |",
+           "|" + "|".join("---" if k in LEFT_ALIGNED else "---:" for k, _ in cols) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
     return "\n".join(out)
 
 
-def protocol_header(results: Sequence[dict]) -> str:
-    if not results:
-        return ""
-    r = results[0]
+def _setup_lines(r: dict) -> list[str]:
     lines = [f"protocol: {r.get('protocol')} ({r.get('protocol_description', '')})"]
     if r.get("leaky"):
         lines.append("LEAKY PROTOCOL: test images (or their augmented copies / subjects) are in training")
-    if r.get("cache"):
+    if r.get("backbone") or r.get("features"):
+        src = f"; cache {Path(r['cache']).name}" if r.get("cache") else ""
         lines.append(f"features: {r.get('backbone')} {json.dumps(r.get('features', {}), sort_keys=True)}; "
-                     f"{r.get('n_images')} images ({r.get('dataset')}); cache {Path(r['cache']).name}")
+                     f"{r.get('n_images')} images ({r.get('dataset')}){src}")
     lines.append(f"folds: {r.get('n_folds')}, n_train {r.get('n_train')} per fold, n_test {r.get('n_test')} in all")
     if r.get("subject_norm", "none") != "none":
         lines.append(f"identity normalisation: {r.get('subject_norm_note', r['subject_norm'])}")
@@ -66,7 +99,31 @@ def protocol_header(results: Sequence[dict]) -> str:
         ranges = ", ".join(f"{k} {v}" for k, v in aug["augmentation"].items() if k != "seed")
         lines.append(f"augmentation: copies {aug['copies']}, balance {aug['balance']}; {ranges}; seed "
                      f"{aug['augmentation']['seed']}; applied to {aug['applied_to']}")
-    return "\n".join(lines)
+    return lines
+
+
+def protocol_header(results: Sequence[dict]) -> str:
+    """What the rows measured: one block per distinct setup, lettered [A], [B]... when there are several."""
+    if not results:
+        return ""
+    letters = setup_letters(results)
+    firsts = {letter: r for r, letter in reversed(list(zip(results, letters)))}
+    if len(firsts) == 1:
+        return "\n".join([*_setup_lines(results[0]), ACCURACY_NOTE])
+    out = []
+    for letter in sorted(firsts, key=letters.index):
+        first, *rest = _setup_lines(firsts[letter])
+        out += [f"[{letter}] {first}", *(f"    {x}" for x in rest)]
+    out.append(f"{ACCURACY_NOTE}. Setups differ in protocol, folds or features: compare rows of one setup.")
+    return "\n".join(out)
+
+
+def _short_setup(r: dict) -> str:
+    """'loso, efficientnet_lite0 224 px' for plot titles (the header block has the full statement)."""
+    f = r.get("features") or {}
+    size = f" {f['image_size']} px" if f.get("image_size") else ""
+    tuned = f" fine-tuned {f.get('mode')}" if f.get("fine_tuned") else ""
+    return f"{r.get('protocol')}, {r.get('n_folds')} fold(s); {r.get('backbone')}{size}{tuned}"
 
 
 def _pyplot():
@@ -79,7 +136,8 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(result: dict, path: str | Path) -> Path:
+def plot_confusion(result: dict, path: str | Path, setup: str = "") -> Path:
+    """Row-normalised confusion matrix titled with the row's label, pooled accuracy, protocol and features."""
     plt = _pyplot()
     cm = np.asarray(result["confusion_matrix"], dtype=float)
     labels = result["labels"]
@@ -95,7 +153,9 @@ def plot_confusion(result: dict, path: str | Path) -> Path:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{result['classifier']}: {100 * result['accuracy']:.1f} % ({result['protocol']})", fontsize=9)
+    desc = textwrap.shorten(result.get("protocol_description", ""), 90)
+    ax.set_title(f"{row_label(result, setup)}: {100 * result['accuracy']:.1f} % (pooled)\n{desc}\n"
+                 f"{_short_setup(result)}", fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="row fraction")
     fig.tight_layout()
     path = Path(path)
@@ -105,21 +165,31 @@ def plot_confusion(result: dict, path: str | Path) -> Path:
 
 
 def plot_bars(results: Sequence[dict], path: str | Path) -> Path:
+    """Pooled accuracy (± fold std) and total seconds per row; leaky rows red and hatched, setups lettered."""
     plt = _pyplot()
-    names = [r["classifier"] for r in results]
+    letters = setup_letters(results)
+    mixed = len(set(letters)) > 1
+    names = [row_label(r, letter if mixed else "") for r, letter in zip(results, letters)]
     acc = [100 * r["accuracy"] for r in results]
-    err = [100 * r.get("accuracy_std", 0) for r in results]
+    err = [100 * r.get("accuracy_std", 0) if r.get("n_folds", 1) > 1 else 0 for r in results]
     tsec = [r["fit_seconds"] + r["predict_seconds"] for r in results]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * len(names) + 1), dpi=110, sharey=True)
+    leaky = [bool(r.get("leaky")) for r in results]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * len(names) + 1 + 0.15 * mixed * len(set(letters))),
+                                 dpi=110, sharey=True)
     y = np.arange(len(names))
-    a1.barh(y, acc, xerr=err, color="tab:blue")
+    for ax, values, colour, xerr in ((a1, acc, "tab:blue", err), (a2, tsec, "tab:orange", None)):
+        bars = ax.barh(y, values, xerr=xerr, color=["tab:red" if lk else colour for lk in leaky])
+        for bar, lk in zip(bars, leaky):
+            bar.set_hatch("//" if lk else "")
     a1.set_yticks(y, names)
     a1.invert_yaxis()
-    a1.set_xlabel("accuracy % (mean ± std over folds)")
+    a1.set_xlabel("accuracy % (pooled over folds; whiskers ± std over folds)")
     a1.set_xlim(0, 100)
-    a2.barh(y, tsec, color="tab:orange")
-    a2.set_xlabel("fit + predict seconds (all folds)")
-    fig.suptitle(results[0].get("protocol_description", ""), fontsize=9)
+    a2.set_xlabel("fit + predict seconds (totals over folds)")
+    firsts = {letter: r for r, letter in reversed(list(zip(results, letters)))}
+    title = "\n".join(f"[{k}] " * mixed + textwrap.shorten(f"{r.get('protocol_description', '')}; {_short_setup(r)}",
+                                                              140) for k, r in sorted(firsts.items()))
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -127,22 +197,47 @@ def plot_bars(results: Sequence[dict], path: str | Path) -> Path:
     return path
 
 
+def load_results(path: str | Path) -> list[dict]:
+    """Results written by classify/compare/finetune (``--json`` or results.json), checked; ValueError names the file.
+
+    Older results (whose ``accuracy`` was the fold mean) get the pooled headline of current ones.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a results JSON file ({exc})") from None
+    rows = data if isinstance(data, list) else [data]
+    for r in rows:
+        missing = [k for k in REQUIRED_KEYS if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise ValueError(f"{path}: not a fer_features result (missing {', '.join(missing)})")
+        if "accuracy_definition" not in r and "accuracy_pooled" in r:
+            r.update(accuracy_fold_mean=r["accuracy"], accuracy=r["accuracy_pooled"],
+                     accuracy_definition="correct / all test images, pooled over folds")
+    return rows
+
+
 def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Classifier comparison") -> Path:
     """Markdown + CSV tables, the JSON results, a confusion-matrix PNG per classifier and a bar chart."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(list(results), indent=1))
+    letters = setup_letters(results)
+    mixed = len(set(letters)) > 1
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        keys = ["classifier", "source", "protocol", "accuracy", "accuracy_std", "macro_f1", "fit_seconds",
-                "predict_seconds", "n_train", "n_test", "n_folds", "engine", "leaky"]
-        w.writerow(keys)
-        for r in results:
-            w.writerow([r.get(k, "") for k in keys])
+        keys = ["classifier", "source", "protocol", "protocol_description", "leaky", "backbone", "features",
+                "dataset", "accuracy", "accuracy_fold_mean", "accuracy_std", "macro_f1", "fit_seconds",
+                "predict_seconds", "n_train", "n_test", "n_folds", "engine"]
+        w.writerow(["setup", *keys])
+        for r, letter in zip(results, letters):
+            row = {**r, "leaky": bool(r.get("leaky")), "features": json.dumps(r.get("features", {}), sort_keys=True)}
+            w.writerow([letter, *(row.get(k, "") for k in keys)])
     pngs = []
-    for r in results:
-        safe = r["classifier"].replace("/", "_") + ("_finetuned" if r.get("source") == "finetune" else "")
-        pngs.append(plot_confusion(r, out / f"confusion_{safe}.png"))
+    for r, letter in zip(results, letters):
+        safe = (r["classifier"].replace("/", "_") + ("_finetuned" if is_finetuned(r) else "")
+                + (f"_{letter}" if mixed else ""))
+        pngs.append(plot_confusion(r, out / f"confusion_{safe}.png", letter if mixed else ""))
     plot_bars(results, out / "accuracy_time.png")
     md = [f"# {title}", "", "```", protocol_header(results), "```", "", markdown_table(results), "",
           "![accuracy and time](accuracy_time.png)", ""]
