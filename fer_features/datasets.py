@@ -348,7 +348,8 @@ class Dataset:
 
         Covers the format, the options and, for every record, its path relative to ``root``, a BLAKE2b
         hash of the file's bytes and its label; for a CSV, the hash of the file plus the selected rows
-        (if a subset). Files are hashed, not decoded (JAFFE 0.07 s, CK+48 0.15 s, FER2013 0.2 s here);
+        (if a subset). Files are hashed, not decoded (JAFFE 0.03 s, CK+48 0.04 s, FER2013 0.14 s here:
+        bench/results/fingerprint_cost.md);
         a missing file counts as ``missing`` rather than raising.
         """
         if self._fingerprint is None:
