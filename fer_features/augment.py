@@ -202,7 +202,8 @@ class AugmentStore:
             raise AugmentError(f"{self.cache.path}: the cache does not record its dataset; cannot augment")
         try:
             opts = self.cache.settings.get("dataset_options") or {}
-            ds = load_dataset(root, fmt, frontal_only=bool(opts.get("frontal_only")))
+            ds = load_dataset(root, fmt, frontal_only=bool(opts.get("frontal_only")),
+                              subject_pattern=opts.get("subject_pattern"))
         except DatasetError as exc:
             raise AugmentError(f"{exc} (the dataset of {Path(self.cache.path).name}; if it moved, run extract "
                                "--data <its new place> with the same settings: a cache hit records the new "

@@ -103,9 +103,11 @@ class FeatureCache:
         return str(self.attrs.get("dataset_root") or self.settings.get("dataset_root", ""))
 
     def image_paths(self) -> list[str]:
-        """Absolute source path of every row: the dataset root joined with the stored relative path."""
+        """Absolute source path of every row: the dataset root (a manifest's folder) joined with the stored
+        relative path."""
         root = self.dataset_root
-        return [root + p if p.startswith("#row=") else str(Path(root) / p) for p in self.paths]
+        base = Path(root).parent if self.settings.get("dataset_format") == "manifest" else Path(root)
+        return [root + p if p.startswith("#row=") else str(base / p) for p in self.paths]
 
     @property
     def skipped(self) -> list[str]:

@@ -36,12 +36,21 @@ def _add_extract(sub) -> None:
         epilog=("examples:\n"
                 "  python -m fer_features extract --data ../shared/datasets/jaffe\n"
                 "  python -m fer_features extract --data fer2013.csv.gz --image-size 112\n"
+                "  python -m fer_features extract --data my_faces/ --subject-pattern '^(?P<subject>[A-Z]{2})_'\n"
+                "  python -m fer_features extract --data my_faces/list.csv   # path,label,subject,split\n"
                 "  python -m fer_features extract --data KDEF/ --frontal-only --backbone resnet50 "
                 "--weights resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"))
-    p.add_argument("--data", required=True, help="dataset folder or FER2013 CSV (.csv or .csv.gz)")
+    p.add_argument("--data", required=True,
+                   help="dataset folder, FER2013 CSV (.csv or .csv.gz) or manifest CSV (path,label[,subject][,split])")
     p.add_argument("--format", default="auto", choices=FORMATS,
-                   help="dataset layout; auto recognises JAFFE, CK+, KDEF, FER2013 CSV and folder-per-class")
+                   help="dataset layout; auto recognises JAFFE, CK+, KDEF, FER2013 CSV, a manifest CSV (a path "
+                   "column) and folder-per-class")
     p.add_argument("--frontal-only", action="store_true", help="KDEF: keep straight (S) views only")
+    p.add_argument("--subject-pattern", default=None, metavar="REGEX",
+                   help="subject id of each image: a regex searched in its file name, or in its path relative "
+                   "to the dataset root when it contains a '/'; the group 'subject' (else group 1, else the "
+                   "match) is the id, e.g. '^(?P<subject>[A-Z]{2})_' or '^[^/]+/(?P<subject>[^/]+)/'; "
+                   "overrides the layout's own ids; every image must match"),
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="see: python -m fer_features backbones")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet, random, or a path to a weights file (e.g. the .h5 Keras would download)")
@@ -81,7 +90,8 @@ def _cmd_extract(a) -> int:
         image_size=a.image_size, pooling=a.pooling, layer=a.layer, preprocess=a.preprocess,
         face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, flip_average=a.flip_average,
         precision=a.precision, batch_size=a.batch_size,
-        frontal_only=a.frontal_only, strict=a.strict, progress=not a.no_progress, workers=a.workers)
+        frontal_only=a.frontal_only, subject_pattern=a.subject_pattern, strict=a.strict,
+        progress=not a.no_progress, workers=a.workers)
     print(path)
     return 0
 
@@ -156,6 +166,9 @@ def _cmd_info(a) -> int:
         print(json.dumps(info, indent=1))
     else:
         for k, v in info.items():
+            if k == "subjects" and not v:
+                v = ("0 (no subject ids: protocol auto folds by image; give extract --subject-pattern or a "
+                     "manifest with a subject column)")
             print(f"{k}: {v}")
     return 0
 

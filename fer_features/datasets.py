@@ -7,6 +7,9 @@ Supported layouts (see :data:`FORMATS`):
 * ``ckplus``  -- CK+ class folders, names like ``S010_004_00000017.png``.
 * ``kdef``    -- KDEF files ``AF01ANS.JPG`` anywhere below the root.
 * ``fer2013`` -- FER2013 CSV (plain or gzip) with ``emotion,pixels[,Usage]``.
+* ``manifest`` -- CSV ``path,label[,subject][,split][,...]`` listing image files (``manifest.py``).
+
+``subject_pattern`` (``subjects.py``) takes subject ids from file names or relative paths, for any layout.
 
 Listing a dataset reads names and file stats only; images are decoded on
 demand (:meth:`Dataset.load_image`, iteration) and a bad file raises
@@ -51,7 +54,7 @@ __all__ = [
 CANONICAL_LABELS: tuple[str, ...] = (
     "angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise",
 )
-FORMATS: tuple[str, ...] = ("auto", "folder", "jaffe", "ckplus", "kdef", "fer2013")
+FORMATS: tuple[str, ...] = ("auto", "folder", "jaffe", "ckplus", "kdef", "fer2013", "manifest")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({
     ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".dib",
     ".gif", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2",
@@ -230,8 +233,10 @@ class Dataset:
 
     Attributes: ``format`` (one of :data:`FORMATS` except ``auto``), ``root``
     (the folder, or the CSV file), ``records``, ``options`` (loader options
-    that change the content, e.g. ``{"frontal_only": True}``) and ``ignored``
-    (image files, or CSV rows, that the layout could not use).
+    that change the content, e.g. ``{"frontal_only": True}``), ``ignored``
+    (image files, or CSV rows, that the layout could not use) and ``notes``
+    (what the loader guessed, e.g. where subject ids came from; extract logs them).
+    A manifest's root is its CSV file; its relative paths are relative to the CSV's folder.
 
     FER2013 is parsed on first use of ``records``/``len``/images, so a
     ``fingerprint()`` (e.g. for a cache hit) reads the file's bytes but parses nothing.
@@ -245,6 +250,7 @@ class Dataset:
         *,
         options: dict | None = None,
         ignored: Sequence[str] = (),
+        notes: Sequence[str] = (),
         _csv: "_LazyCSV | None" = None,
         _sel: np.ndarray | None = None,
     ) -> None:
@@ -253,6 +259,7 @@ class Dataset:
         self.options = dict(options or {})
         self._records = list(records) if records is not None else None
         self._ignored = tuple(ignored)
+        self.notes = list(notes)
         self._csv = _csv  # FER2013: parsed CSV, shared by subsets
         self._sel = _sel  # FER2013 subsets: positions into the full record list
         self._fingerprint: str | None = None  # computed once: listing is fixed, hashing is not free
@@ -331,16 +338,23 @@ class Dataset:
         if self._csv is not None:
             sel = idx if self._sel is None else self._sel[idx]
         return Dataset(self.format, self.root, records, options=self.options,
-                       ignored=self._ignored, _csv=self._csv, _sel=sel)
+                       ignored=self._ignored, notes=self.notes, _csv=self._csv, _sel=sel)
 
     # -- identity -----------------------------------------------------------------------------
+    @property
+    def base(self) -> Path:
+        """The folder relative paths start from: ``root``, or a manifest's folder."""
+        return self.root.parent if self.format == "manifest" else self.root
+
     def rel_path(self, i: int) -> str:
-        """Record ``i``'s path relative to ``root`` (posix): what a cache stores, so a moved or copied
-        dataset still matches it. CSV rows are ``#row=N`` (row N of the file that is the root)."""
-        return _rel_path(self.records[i].path, self.root)
+        """Record ``i``'s path relative to :attr:`base` (posix): what a cache stores, so a moved or copied
+        dataset still matches it. CSV rows are ``#row=N`` (row N of the file that is the root); a
+        manifest row outside the manifest's folder keeps its absolute path."""
+        return _rel_path(self.records[i].path, self.base)
 
     def rel_paths(self) -> list[str]:
-        return [_rel_path(r.path, self.root) for r in self.records]
+        base = self.base
+        return [_rel_path(r.path, base) for r in self.records]
 
     def fingerprint(self) -> str:
         """SHA-256 hex of the content identity: the bytes of every file read, never names of folders above
@@ -349,8 +363,9 @@ class Dataset:
         Covers the format, the options and, for every record, its path relative to ``root``, a BLAKE2b
         hash of the file's bytes and its label; for a CSV, the hash of the file plus the selected rows
         (if a subset). Files are hashed, not decoded (JAFFE 0.03 s, CK+48 0.04 s, FER2013 0.14 s here:
-        bench/results/fingerprint_cost.md);
-        a missing file counts as ``missing`` rather than raising.
+        bench/results/fingerprint_cost.md); a missing file counts as ``missing`` rather than raising.
+        A manifest adds each row's raw label, subject and split (its own content; the CSV's bytes and
+        metadata columns are not hashed).
         """
         if self._fingerprint is None:
             self._fingerprint = self._content_fingerprint()
@@ -372,7 +387,9 @@ class Dataset:
 
         with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large reads
             digests = list(pool.map(content_hash, paths))
-        lines = sorted(f"{_rel_path(p, self.root)}\t{d}\t{r.label}"
+        base, manifest = self.base, self.format == "manifest"
+        lines = sorted(f"{_rel_path(p, base)}\t{d}\t{r.label}"
+                       + (f"\t{r.raw_label}\t{r.subject}\t{r.split}" if manifest else "")
                        for p, d, r in zip(paths, digests, self.records))
         h.update(("\n" + "\n".join(lines)).encode())
         return h.hexdigest()
@@ -483,7 +500,8 @@ def _detect_dir(shown: object, images: list[str], has_entries: bool, top_dirs: l
 def detect_format(path: str | os.PathLike) -> str:
     """Recognise the layout of ``path``: one of :data:`FORMATS` except ``auto``.
 
-    A ``.csv``/``.csv.gz`` file is ``fer2013``; a folder is ``kdef`` if most of
+    A ``.csv``/``.csv.gz`` file is a ``manifest`` if it has a ``path`` column, else
+    ``fer2013``; a folder is ``kdef`` if most of
     its images (recursively) have KDEF names, else ``jaffe`` if most top-level
     images have JAFFE names, else ``ckplus`` if most images in class folders
     have CK+ names, else ``folder`` if class folders hold images.
@@ -492,22 +510,42 @@ def detect_format(path: str | os.PathLike) -> str:
     root = _check_path(path)
     if root.is_file():
         if _is_csv_name(root):
-            return "fer2013"
+            return _csv_kind(root, path)
         raise _err(path, "unknown layout: a file that is not .csv or .csv.gz")
     images, has_entries, top_dirs = _scan(root)
     return _detect_dir(path, images, has_entries, top_dirs)
 
 
+def _csv_kind(path: Path, shown: object) -> str:
+    """``manifest`` when the CSV's header has a ``path`` column, else ``fer2013``."""
+    return "manifest" if "path" in {c.lower() for c in _csv_header(path, shown)} else "fer2013"
+
+
 # -------------------------------------------------------------------- loaders
 
-def _subject_guess(name: str) -> str:
+def _subject_guess(name: str) -> tuple[str, str]:
+    """(subject id, naming style) guessed from a file name; ``("", "")`` for no known style."""
     if m := _CK_RE.match(name):
-        return m.group(1).upper()
+        return m.group(1).upper(), "CK+"
     if m := _KDEF_RE.match(name):
-        return (m.group(2) + m.group(3)).upper()
+        return (m.group(2) + m.group(3)).upper(), "KDEF"
     if m := _jaffe_match(name):
-        return m.group(1).upper()
-    return ""
+        return m.group(1).upper(), "JAFFE"
+    return "", ""
+
+
+def _guess_note(rels: list[str], styles: list[str], n_subjects: int) -> str:
+    """What the folder layout's subject guess found, for :attr:`Dataset.notes`."""
+    n, n_guessed = len(rels), sum(bool(s) for s in styles)
+    how = "/".join(sorted({s for s in styles if s}))
+    if n_guessed == 0:
+        return ("no subject ids: file names are not JAFFE/CK+/KDEF-style (give --subject-pattern, "
+                "or a manifest with a subject column)")
+    if n_guessed == n:
+        return f"subjects guessed from {how}-style file names for all {n} images ({n_subjects} subjects)"
+    without = [r for r, s in zip(rels, styles) if not s]
+    return (f"subjects guessed from {how}-style file names for {n_guessed} of {n} images; {len(without)} "
+            f"without (e.g. {without[0]}): no subject ids used (give --subject-pattern)")
 
 
 def _class_images(shown: object, images: list[str], top_dirs: list[str]) -> list[str]:
@@ -519,14 +557,24 @@ def _class_images(shown: object, images: list[str], top_dirs: list[str]) -> list
     return classed
 
 
-def _load_folder(root: Path, shown: object, images: list[str], top_dirs: list[str]) -> Dataset:
+def _load_folder(root: Path, shown: object, images: list[str], top_dirs: list[str],
+                 guess: bool = True) -> Dataset:
+    """Folder per class; subjects guessed from JAFFE/CK+/KDEF-style names (all images or none), said in
+    ``notes``.  ``guess=False`` leaves them empty (a subject pattern will set them)."""
+    rels = _class_images(shown, images, top_dirs)
+    guesses = [_subject_guess(_basename(rel)) if guess else ("", "") for rel in rels]
+    ids = [g[0] for g in guesses]
+    notes = []
+    if guess:
+        notes.append(_guess_note(rels, [g[1] for g in guesses], len(set(ids) - {""})))
+        if not all(ids):  # partial: evaluation could not use them anyway; say so rather than keep half
+            ids = [""] * len(rels)
     records = []
-    for rel in _class_images(shown, images, top_dirs):
+    for rel, subj in zip(rels, ids):
         cls = rel.split("/", 1)[0]
-        records.append(Record(str(root / rel), canonical_label(cls), cls,
-                              _subject_guess(_basename(rel))))
+        records.append(Record(str(root / rel), canonical_label(cls), cls, subj))
     ignored = [r for r in images if "/" not in r]
-    return Dataset("folder", root, records, ignored=ignored)
+    return Dataset("folder", root, records, ignored=ignored, notes=notes)
 
 
 def _load_ckplus(root: Path, shown: object, images: list[str], top_dirs: list[str]) -> Dataset:
@@ -632,7 +680,8 @@ def _need_columns(shown: object, names: Sequence[str]) -> dict[str, str]:
     missing = [c for c in ("emotion", "pixels") if c not in cols]
     if missing:
         raise _err(shown, f"CSV lacks column(s) {', '.join(missing)} "
-                          f"(expected emotion,pixels[,Usage]; found {','.join(map(str, names))})")
+                          f"(expected emotion,pixels[,Usage] for FER2013, or a manifest with path,label; "
+                          f"found {','.join(map(str, names))})")
     return cols
 
 
@@ -768,33 +817,48 @@ def _load_fer2013(path: Path, shown: object) -> Dataset:
 # ----------------------------------------------------------------------- entry
 
 def load_dataset(path: str | os.PathLike, format: str = "auto", *,
-                 frontal_only: bool = False) -> Dataset:
+                 frontal_only: bool = False, subject_pattern: str | None = None) -> Dataset:
     """List a dataset (no image is decoded).
 
     ``format`` is one of :data:`FORMATS`; ``auto`` uses :func:`detect_format`.
-    ``frontal_only`` keeps only straight (``S``) KDEF views.  A FER2013 CSV is
-    checked for its columns now and parsed on first use of the records or
-    images (a few seconds for the full 35,887 rows).
+    ``frontal_only`` keeps only straight (``S``) KDEF views.  ``subject_pattern``
+    (a regex, see :mod:`fer_features.subjects`) sets every image's subject id,
+    overriding the layout's own; it is kept in ``options`` (the cache key).
+    A FER2013 CSV is checked for its columns now and parsed on first use of the
+    records or images (a few seconds for the full 35,887 rows).
     Raises :class:`DatasetError` naming the path for unusable input,
     including an explicit format that the files do not match.
     """
+    ds = _load(path, format, frontal_only, guess=not subject_pattern)
+    if subject_pattern:
+        from .subjects import apply_subject_pattern
+
+        ds = apply_subject_pattern(ds, subject_pattern, path)
+    return ds
+
+
+def _load(path: str | os.PathLike, format: str, frontal_only: bool, guess: bool) -> Dataset:
     if format not in FORMATS:
         raise _err(path, f"unknown format {format!r} (expected one of {', '.join(FORMATS)})")
     root = _check_path(path)
     if root.is_file():
         if format == "auto" and not _is_csv_name(root):
             raise _err(path, "unknown layout: a file that is not .csv or .csv.gz")
-        if format not in ("auto", "fer2013"):
+        if format not in ("auto", "fer2013", "manifest"):
             raise _err(path, f"format {format} needs a folder, not a file")
+        if format == "manifest" or (format == "auto" and _csv_kind(root, path) == "manifest"):
+            from .manifest import load_manifest
+
+            return load_manifest(root, path)
         return _load_fer2013(root, path)
-    if format == "fer2013":
-        raise _err(path, "format fer2013 needs a .csv or .csv.gz file, not a folder")
+    if format in ("fer2013", "manifest"):
+        raise _err(path, f"format {format} needs a .csv or .csv.gz file, not a folder")
     images, has_entries, top_dirs = _scan(root)
     if not has_entries:
         raise _err(path, "empty folder")
     fmt = _detect_dir(path, images, has_entries, top_dirs) if format == "auto" else format
     if fmt == "folder":
-        return _load_folder(root, path, images, top_dirs)
+        return _load_folder(root, path, images, top_dirs, guess)
     if fmt == "ckplus":
         return _load_ckplus(root, path, images, top_dirs)
     if fmt == "jaffe":

@@ -31,6 +31,11 @@ VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
 TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
 
 
+NO_SUBJECTS_WARNING = ("warning: no subject ids, so protocol auto folds by image: the same person may be in "
+                       "train and test, which inflates accuracy (give subjects at extract with --subject-pattern "
+                       "REGEX or a manifest CSV with a subject column)")
+
+
 class ProtocolError(ValueError):
     """A protocol that cannot run on these data (no subjects, no split...)."""
 
@@ -358,6 +363,8 @@ def protocol_for_cache(cache, protocol: str = "auto", *, folds: int = 10, test_s
     notes: list[str] = []
     if protocol == "auto":
         protocol = default_protocol(cache.has_subjects, cache.has_split)
+        if protocol == "kfold":
+            notes.append(NO_SUBJECTS_WARNING)
     if protocol in ("holdout", "kfold") and cache.has_subjects:
         notes.append(f"warning: protocol {protocol} splits by image although the data have subject ids: "
                      "the same person is in train and test, which inflates accuracy "

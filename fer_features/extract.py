@@ -228,6 +228,14 @@ def dataset_cache_path(dataset, extractor: FeatureExtractor, cache_dir: str | Pa
     return Path(cache_dir or default_cache_dir()) / cache_filename(name, settings, key), key, settings
 
 
+def dataset_summary(ds) -> str:
+    """'N images, K classes, S subjects' (or '..., no subject ids') of a listed dataset."""
+    subj = [r.subject for r in ds.records]
+    n_subj = len(set(subj)) if subj and all(subj) else 0
+    return (f"{len(subj)} images, {len(ds.label_names)} classes, "
+            + (f"{n_subj} subjects" if n_subj else "no subject ids"))
+
+
 class ExtractionError(RuntimeError):
     """Extraction stopped (strict mode on a bad image, or nothing readable)."""
 
@@ -288,7 +296,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                     preprocess: str = "none", face_crop: str = DEFAULT_FACE_CROP,
                     face_margin: float = DEFAULT_FACE_MARGIN, align: bool = False,
                     flip_average: bool = DEFAULT_FLIP_AVERAGE, precision: str = "float32",
-                    batch_size: int = 32, frontal_only: bool = False,
+                    batch_size: int = 32, frontal_only: bool = False, subject_pattern: str | None = None,
                     strict: bool = False, progress: bool = True, workers: int = 2,
                     log=None) -> Path:
     """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
@@ -296,12 +304,20 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     An identical earlier run is a cache hit (no model is loaded); an interrupted or killed one is resumed
     after its last finished chunk; an identical run going on in another process is waited for (one lock
     per cache file). Unreadable images are skipped and listed in the cache, or stop the run when ``strict``.
+    ``subject_pattern``: a regex giving each image's subject id (see ``subjects.py``); part of the cache key.
     """
     from .cache import cache_lock
     from .datasets import Dataset, load_dataset
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    ds = data if isinstance(data, Dataset) else load_dataset(data, format, frontal_only=frontal_only)
+    if isinstance(data, Dataset):
+        ds = data
+        if subject_pattern:
+            from .subjects import apply_subject_pattern
+
+            ds = apply_subject_pattern(ds, subject_pattern, ds.root)
+    else:
+        ds = load_dataset(data, format, frontal_only=frontal_only, subject_pattern=subject_pattern)
     ext = FeatureExtractor(backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
                            layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,
                            align=align, flip_average=flip_average, precision=precision, batch_size=batch_size)
@@ -327,6 +343,9 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
     t0 = time.perf_counter()
     label_names = list(ds.label_names)
     label_index = {n: i for i, n in enumerate(label_names)}
+    for note in ds.notes:  # where subject ids came from (or why there are none)
+        log(note)
+    log(dataset_summary(ds))
     attrs = {
         "settings_json": json.dumps(settings, sort_keys=True),
         "versions_json": json.dumps(package_versions(), sort_keys=True),

@@ -387,7 +387,7 @@ def test_canonical_label(name, canon):
 def test_public_constants():
     assert CANONICAL_LABELS == ("angry", "contempt", "disgust", "fear", "happy", "neutral", "sad",
                                 "surprise")
-    assert FORMATS == ("auto", "folder", "jaffe", "ckplus", "kdef", "fer2013")
+    assert FORMATS == ("auto", "folder", "jaffe", "ckplus", "kdef", "fer2013", "manifest")
     assert all(canonical_label(c) == c for c in CANONICAL_LABELS)
     rec = Record("p", "happy", "HA")
     assert (rec.subject, rec.split, rec.extra) == ("", "", ())
