@@ -195,3 +195,14 @@ def test_legacy_torch_reader_rejects_foreign_files(tmp_path):
                      + pickle.dumps(__import__("os").system))  # a global other than tensors: refused
     with pytest.raises(pickle.UnpicklingError):
         load_legacy_state_dict(evil)
+
+
+def test_classical_grey_is_exact_for_grey_rgb_pixels():
+    """A grey image given as RGB (R=G=B, all 256 levels) converts to exactly its grey values, so the
+    classical descriptors do not depend on how a numpy build rounds a float32 dot product."""
+    from fer_features.classical import _grey
+
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    g = _grey(np.dstack([levels] * 3))
+    np.testing.assert_array_equal(g, levels)
+    np.testing.assert_array_equal(_grey(levels), levels)
