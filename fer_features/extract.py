@@ -253,6 +253,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     if is_complete(path):
         log(f"cache hit: {path}")
         return path
+    ds.require_classes()  # here, not before the hit: listing FER2013's classes parses its CSV
 
     t_build = time.perf_counter()
     ext.fit()

@@ -254,6 +254,7 @@ def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool 
     from .datasets import Dataset, load_dataset
 
     ds = data if isinstance(data, Dataset) else load_dataset(data, format)
+    ds.require_classes()
     prep = preprocessor(cfg.extraction())
     it = range(len(ds))
     if progress:
@@ -284,7 +285,8 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     if protocol == "auto":
         protocol = ev.default_protocol(has_groups, any(split))
     splits, info = ev.make_splits(protocol, y, groups if has_groups else None, split if any(split) else None,
-                                  folds=folds, test_size=test_size, test_split=test_split, seed=cfg.seed)
+                                  folds=folds, test_size=test_size, test_split=test_split, seed=cfg.seed,
+                                  label_names=names)
     preds, fit_s, pred_s, histories = [], [], [], []
     t0 = time.perf_counter()
     for k, (tr, te) in enumerate(splits):
