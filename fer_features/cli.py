@@ -365,7 +365,7 @@ def _cmd_compare(a) -> int:
 
 
 def _add_experiment(sub) -> None:
-    from .experiments import EXPERIMENTS
+    from .experiments import DEFAULT_OUT, EXPERIMENTS
 
     p = sub.add_parser(
         "experiment", formatter_class=_Fmt, help="run a seed paper's experiment beside its leak-free version",
@@ -375,7 +375,9 @@ def _add_experiment(sub) -> None:
         epilog="example:\n  python -m fer_features experiment seed-jaffe --copies 30")
     p.add_argument("name", choices=list(EXPERIMENTS), metavar="NAME", help=", ".join(EXPERIMENTS))
     p.add_argument("--data-root", default="../shared/datasets", help="folder holding jaffe/, ckplus48/, fer2013/")
-    p.add_argument("--out", default="bench/results", help="folder for NAME.md and NAME.json")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="folder for NAME.md and NAME.json, relative to the current directory (the committed "
+                   "reports are regenerated with --out bench/results)")
     p.add_argument("--backbone", default=None,
                    help="comma-separated backbones (default: the offline default plus every Keras backbone whose "
                    "ImageNet weights are cached here)")
@@ -392,6 +394,8 @@ def _cmd_experiment(a) -> int:
     opts = {"seed-jaffe": {"copies": a.copies}, "seed-resnet-svm": {"n_images": a.images}}.get(a.name, {})
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     cmd = "python -m fer_features " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else None
+    if cmd and not any(x == "--out" or x.startswith("--out=") for x in sys.argv):
+        cmd += f" --out {a.out}"  # the record says where it wrote, whatever the default is later
     path = run_experiment(a.name, data_root=a.data_root, out_dir=a.out, backbones=split(a.backbone),
                           classifiers=split(a.clf), command=cmd, **opts)
     print(path.read_text())
