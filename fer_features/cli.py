@@ -19,6 +19,22 @@ def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _one_line_warnings(command: str) -> None:
+    """Show this package's warnings once each, as ``fer_features CMD: warning: ...`` lines on stderr."""
+    import warnings
+
+    default, pkg, shown = warnings.showwarning, os.path.dirname(os.path.abspath(__file__)), set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not str(filename).startswith(pkg):
+            return default(message, category, filename, lineno, file, line)
+        if str(message) not in shown:
+            shown.add(str(message))
+            print(f"fer_features {command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def _add_extract(sub) -> None:
     from .backbones import DEFAULT_BACKBONE, LAYERS_HELP, POOLINGS_HELP
     from .datasets import FORMATS
@@ -561,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tf()
     parser = build_parser()
     a = parser.parse_args(argv)
+    _one_line_warnings(a.command)
     from .backbones import BackboneError
     from .cache import CacheError
     from .datasets import DatasetError

@@ -93,7 +93,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _validate(self) -> tuple[bb.BackboneConfig, str, str]:
         """Check every parameter; return the backbone config and the resolved (layer, pooling)."""
         cfg = bb.get_config(self.backbone)
-        layer, pooling = bb.resolve_taps(self.backbone, self.layer, self.pooling)
+        layer, pooling = bb.resolve_taps(self.backbone, self.layer, self.pooling, self.resolved_image_size())
         if self.preprocess not in INTENSITY_METHODS:  # named after this estimator's parameter
             raise ValueError(f"unknown preprocess {self.preprocess!r}; use one of {', '.join(INTENSITY_METHODS)}")
         self._preprocess_config().validate()  # face crop, margin, size: the preprocessing's own checks
