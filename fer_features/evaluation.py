@@ -115,6 +115,8 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
     info: dict[str, Any] = {"protocol": protocol, "seed": seed}
     if protocol in SUBJECT_INDEPENDENT and not has_groups:
         raise ProtocolError(f"protocol {protocol!r} needs subject ids; this dataset has none (use kfold or official)")
+    if protocol in ("kfold", "group-kfold") and folds < 2:
+        raise ProtocolError(f"--folds must be at least 2, got {folds}")
     if protocol == "holdout":
         _smallest_class(protocol, y, label_names)
         sss = StratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
@@ -130,6 +132,8 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
         k = min(folds, n_groups)
         if k < 2:
             raise ProtocolError("group-kfold needs at least 2 subjects")
+        if k < folds:
+            warnings.warn(f"group-kfold: {n_groups} subjects, using {k} folds instead of {folds}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "least populated class" when stratification is partial
             splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y, groups))
