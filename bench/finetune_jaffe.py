@@ -49,7 +49,9 @@ def main() -> None:
         print(rows[-1][0], f"{100 * r['accuracy']:.1f} %", flush=True)
         frozen_paths = list(cache.paths)
 
-    cfg = F.FinetuneConfig(mode="top", image_size=a.image_size, epochs=a.epochs, patience=a.patience)
+    # the whole image, as the frozen rows (WHOLE_IMAGE) and as the committed report was made
+    cfg = F.FinetuneConfig(mode="top", image_size=a.image_size, epochs=a.epochs, patience=a.patience,
+                           face_crop="none", face_margin=0.2)
     t = time.perf_counter()
     ft = F.run(a.data, cfg, "group-kfold", folds=a.folds, progress=False)
     ft_wall = time.perf_counter() - t

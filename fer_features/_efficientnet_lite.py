@@ -47,6 +47,24 @@ def _block_names() -> list[tuple[str, int, int, int, int, int, int]]:
     return out
 
 
+def feature_maps(size: int) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, (H, W, C)) of every 4-D layer ``build`` makes for ``size`` px inputs, in order, without Keras.
+
+    Every convolution pads 'same', so a stride-2 layer maps a side of H to ceil(H / 2).
+    """
+    side = -(-int(size) // 2)
+    out = [(n, (side, side, 32)) for n in ("stem_conv", "stem_bn", "stem_activation")]
+    for bname, _stage, _k, s, e, fin, fout in _block_names():
+        if e != 1:
+            out += [(f"{bname}_{p}", (side, side, fin * e)) for p in ("expand_conv", "expand_bn", "expand_activation")]
+        side = -(-side // s)
+        out += [(f"{bname}_{p}", (side, side, fin * e)) for p in ("dwconv", "bn", "activation")]
+        out += [(f"{bname}_{p}", (side, side, fout)) for p in ("project_conv", "project_bn")]
+        if s == 1 and fin == fout:
+            out.append((f"{bname}_add", (side, side, fout)))
+    return out + [(n, (side, side, 1280)) for n in ("top_conv", "top_bn", "top_activation")]
+
+
 def build(input_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), include_top: bool = True, classes: int = 1000,
           dropout: float = 0.2, name: str = "efficientnet_lite0"):
     """Build EfficientNet-Lite0 (no weights). Input: normalised float tensor; see ``preprocess_mode``."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,12 +129,16 @@ def is_classical(name: str) -> bool:
     return get_config(name).family == "classical"
 
 
-def resolve_taps(name: str, layer: str | None, pooling: str | None) -> tuple[str, str]:
+def resolve_taps(name: str, layer: str | None, pooling: str | None,
+                 input_size: int | None = None) -> tuple[str, str]:
     """(layer, pooling) with the backbone's defaults filled in and checked; builds no model.
 
     Classical descriptors have no layers (layer ``''``); hog takes no pooling, lbp a ``gridN``.
+    With ``input_size``, where the map sizes are known without building (efficientnet_lite0), a gridN finer
+    than a layer's map is an error if asked for, and reduced to the map's side (with a warning) if a default.
     """
     cfg = get_config(name)
+    explicit = pooling is not None
     pooling = pooling or cfg.default_pooling
     if cfg.family == "classical":
         if layer not in (None, "", "last"):
@@ -145,7 +150,64 @@ def resolve_taps(name: str, layer: str | None, pooling: str | None) -> tuple[str
         return "", pooling
     layer = layer or cfg.default_layer
     parse_layers(layer, pooling)
-    return layer, pooling
+    maps = _static_maps(cfg, input_size) if input_size else None
+    return _fit_taps(name, layer, pooling, explicit, int(input_size), maps) if maps else (layer, pooling)
+
+
+def _static_maps(cfg: BackboneConfig, size: int) -> list[tuple[str, tuple]] | None:
+    """The backbone's feature maps at ``size`` px where they are known without building it, else None."""
+    if cfg.family != "efficientnet_lite":
+        return None
+    from ._efficientnet_lite import feature_maps
+
+    return feature_maps(size)
+
+
+def _too_fine(name: str, size: int, lname: str, shape: tuple, pooling: str) -> str | None:
+    """Why ``pooling`` of ``lname``'s map is finer than the map (None if it is not)."""
+    kind, grid = parse_pooling(pooling)
+    side = min(int(shape[0]), int(shape[1]))
+    if kind != "grid" or grid <= side:
+        return None
+    return f"{name} at {size} px: layer {lname} gives a {shape[0]}x{shape[1]} map, smaller than pooling {pooling}"
+
+
+def _fit_taps(name: str, layer: str, pooling: str, explicit: bool, size: int,
+              maps: list[tuple[str, tuple]]) -> tuple[str, str]:
+    """(layer, pooling) with default gridN poolings reduced to their maps' sides; explicit ones too fine raise."""
+    shapes, stages = dict(maps), stage_layers(maps)
+    taps, reduced = [], False
+    for item, (lname, lpool) in zip(layer.split(","), parse_layers(layer, pooling)):
+        own = "@" in item
+        real = _layer_name(name, size, lname, maps[-1][0], shapes, stages)
+        why = _too_fine(name, size, real, shapes[real], lpool)
+        if why and (own or explicit):
+            side = min(shapes[real][:2])
+            raise BackboneError(f"{why}; use grid{side} or less (or avg, max, or a larger image size)")
+        if why:
+            lpool, own, reduced = f"grid{min(shapes[real][:2])}", True, True
+            warnings.warn(f"{why}: using {lpool} (a larger image size keeps {pooling})", UserWarning, stacklevel=3)
+        taps.append((lname.strip(), lpool, own))
+    if not reduced:
+        return layer, pooling
+    if len({p for _, p, _ in taps}) == 1 and not any("@" in item for item in layer.split(",")):
+        return layer, taps[0][1]
+    return ",".join(f"{n}@{p}" if own else n for n, p, own in taps), pooling
+
+
+def _layer_name(name: str, size: int, lname: str, last: str, names, stages: list[str]) -> str:
+    """The layer a tap names: ``last``, ``stage-N`` or a layer name (``BackboneError`` if there is none)."""
+    if lname == "last":
+        return last
+    if re.fullmatch(r"stage-\d+", lname):
+        k = int(lname.split("-")[1])
+        if not 1 <= k <= len(stages):
+            raise BackboneError(f"{name} at {size} px has stages 1..{len(stages)}, not {k}")
+        return stages[k - 1]
+    if lname not in names:
+        raise BackboneError(
+            f"{name} has no layer {lname!r} (list them with: python -m fer_features backbones --layers {name})")
+    return lname
 
 
 def parse_pooling(pooling: str) -> tuple[str, int]:
@@ -246,7 +308,7 @@ def create(
     size = int(input_size or cfg.default_size)
     if size < cfg.min_size:
         raise BackboneError(f"{name} needs input size >= {cfg.min_size}, got {size}")
-    layer, pooling = resolve_taps(name, layer, pooling)
+    layer, pooling = resolve_taps(name, layer, pooling, size)
     if cfg.family == "classical":
         from .classical import Descriptor
 
@@ -269,19 +331,12 @@ def create(
     maps = _feature_maps(base.layers)
     names = {n for n, _ in maps}
     stages = stage_layers(maps)
-    resolved = []
-    for lname, lpool in taps:
-        if lname == "last":
-            lname = maps[-1][0]
-        elif re.fullmatch(r"stage-\d+", lname):
-            k = int(lname.split("-")[1])
-            if not 1 <= k <= len(stages):
-                raise BackboneError(f"{name} at {size} px has stages 1..{len(stages)}, not {k}")
-            lname = stages[k - 1]
-        elif lname not in names:
-            raise BackboneError(
-                f"{name} has no layer {lname!r} (list them with: python -m fer_features backbones --layers {name})")
-        resolved.append((lname, lpool))
+    resolved = [(_layer_name(name, size, lname, maps[-1][0], names, stages), lpool) for lname, lpool in taps]
+    shapes = dict(maps)
+    for lname, lpool in resolved:  # Keras applications: known only now (efficientnet_lite0: in resolve_taps)
+        why = _too_fine(name, size, lname, shapes[lname], lpool)
+        if why:
+            raise BackboneError(f"{why}; use grid{min(shapes[lname][:2])} or less (or avg, max, or a larger image size)")
     feat = keras.Model(base.inputs, [base.get_layer(n).output for n, _ in resolved], name=f"{name}_taps")
     outs = feat(x)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backbones import BackboneError, parse_pooling
+from .preprocess import to_grey
 
 LBP_POINTS, LBP_RADIUS = 8, 1
 LBP_BINS = LBP_POINTS * (LBP_POINTS - 1) + 3  # 59 'nri_uniform' codes
@@ -15,10 +16,8 @@ HOG_CELL, HOG_BLOCK, HOG_ORIENTATIONS = 8, 2, 9
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.ndim == 3:
-        img = img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return img.astype(np.float32)
+    """HxW uint8 grey of ``img`` via ``preprocess.to_grey`` (rounded BT.601 luma: exact when R=G=B)."""
+    return to_grey(img)
 
 
 class Descriptor:
@@ -50,9 +49,9 @@ class Descriptor:
         if g.shape != (self.size, self.size):
             raise ValueError(f"{self.name} expects {self.size}x{self.size} images, got {g.shape}")
         if self.name == "hog":
-            return hog(g, orientations=HOG_ORIENTATIONS, pixels_per_cell=(HOG_CELL, HOG_CELL),
+            return hog(g.astype(np.float32), orientations=HOG_ORIENTATIONS, pixels_per_cell=(HOG_CELL, HOG_CELL),
                        cells_per_block=(HOG_BLOCK, HOG_BLOCK), block_norm="L2-Hys", feature_vector=True)
-        codes = local_binary_pattern(g.astype(np.uint8), LBP_POINTS, LBP_RADIUS, "nri_uniform").astype(np.int64)
+        codes = local_binary_pattern(g, LBP_POINTS, LBP_RADIUS, "nri_uniform").astype(np.int64)
         n, s = self.grid, self.size
         hists = []
         for i in range(n):

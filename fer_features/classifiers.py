@@ -198,6 +198,8 @@ def make_classifier(name: str, overrides: dict[str, Any] | None = None, *, engin
                     probability: bool = False, pca: float | int | None = None) -> Pipeline:
     """Pipeline(StandardScaler, [PCA], classifier) for preset ``name``; ``overrides`` set any parameter."""
     preset = get_preset(name)
+    if pca is not None and pca <= 0:
+        raise ClassifierError(f"pca must be > 0 (a variance fraction below 1 or a number of components), got {pca}")
     params = {**preset.params, **(overrides or {})}
     if preset.kind == "knn" and params.get("weights") == "squared_inverse":
         params["weights"] = _squared_inverse

@@ -12,11 +12,32 @@ EXIT_FAILED = 1  # the run started and stopped (e.g. --strict on an unreadable i
 
 
 class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Appends "(default: X)" to option help, except for None/False defaults (the help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _one_line_warnings(command: str) -> None:
+    """Show this package's warnings once each, as ``fer_features CMD: warning: ...`` lines on stderr."""
+    import warnings
+
+    default, pkg, shown = warnings.showwarning, os.path.dirname(os.path.abspath(__file__)), set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not str(filename).startswith(pkg):
+            return default(message, category, filename, lineno, file, line)
+        if str(message) not in shown:
+            shown.add(str(message))
+            print(f"fer_features {command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def _add_extract(sub) -> None:
@@ -74,7 +95,7 @@ def _add_extract(sub) -> None:
                    help="network arithmetic: bfloat16 = Keras mixed precision; moved accuracy < 0.5 points, "
                    "1.4x faster for resnet50 but slower for efficientnet_lite0/mobilenet_v2 on this CPU "
                    "(bench/results/reduced_precision.md)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass of the network")
     p.add_argument("--workers", type=int, default=2, help="threads decoding and preprocessing images")
     p.add_argument("--cache-dir", default=None, help="cache folder (default: $FER_FEATURES_CACHE or ./cache)")
     p.add_argument("--strict", action="store_true", help="stop (exit 1) on the first unreadable image")
@@ -142,7 +163,7 @@ def _add_info(sub) -> None:
     p = sub.add_parser("info", formatter_class=_Fmt, help="summarise a feature cache",
                        description="Rows, classes, subjects, splits and settings of a cache file.")
     p.add_argument("cache", help="cache file (.h5)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
 
 
@@ -184,7 +205,7 @@ def _add_eval_options(p, default_clf: str) -> None:
     p.add_argument("--folds", type=int, default=10, help="folds for kfold / group-kfold")
     p.add_argument("--test-size", type=float, default=0.1, help="holdout test fraction")
     p.add_argument("--test-split", default=None, help="official: the test split (default PrivateTest / test)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the splits and the augmentation")
     p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
                    help="sklearnex = the accelerated default (Intel extension for the SVMs; a one-pass numba loss for the "
                    "10-unit neural networks, same L-BFGS) or stock sklearn throughout")
@@ -221,9 +242,12 @@ def _augment_kwargs(a) -> dict:
     return {"augment": parse_augment(a.augment, seed=a.seed), "copies": int(a.copies), "balance": balance}
 
 
-def _pca_arg(v):
+def _pca_arg(v: float | None) -> float | int | None:
+    """--pca as make_classifier takes it: a variance fraction below 1 or a number of components."""
     if v is None:
         return None
+    if v <= 0:
+        raise ValueError(f"--pca must be > 0 (a variance fraction below 1 or a number of components), got {v:g}")
     return int(v) if v >= 1 else float(v)
 
 
@@ -382,7 +406,7 @@ def _cmd_compare(a) -> int:
 
 
 def _add_experiment(sub) -> None:
-    from .experiments import EXPERIMENTS
+    from .experiments import DEFAULT_OUT, EXPERIMENTS
 
     p = sub.add_parser(
         "experiment", formatter_class=_Fmt, help="run a seed paper's experiment beside its leak-free version",
@@ -392,7 +416,9 @@ def _add_experiment(sub) -> None:
         epilog="example:\n  python -m fer_features experiment seed-jaffe --copies 30")
     p.add_argument("name", choices=list(EXPERIMENTS), metavar="NAME", help=", ".join(EXPERIMENTS))
     p.add_argument("--data-root", default="../shared/datasets", help="folder holding jaffe/, ckplus48/, fer2013/")
-    p.add_argument("--out", default="bench/results", help="folder for NAME.md and NAME.json")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="folder for NAME.md and NAME.json, relative to the current directory (the committed "
+                   "reports are regenerated with --out bench/results)")
     p.add_argument("--backbone", default=None,
                    help="comma-separated backbones (default: the offline default plus every Keras backbone whose "
                    "ImageNet weights are cached here)")
@@ -409,6 +435,8 @@ def _cmd_experiment(a) -> int:
     opts = {"seed-jaffe": {"copies": a.copies}, "seed-resnet-svm": {"n_images": a.images}}.get(a.name, {})
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     cmd = "python -m fer_features " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else None
+    if cmd and not any(x == "--out" or x.startswith("--out=") for x in sys.argv):
+        cmd += f" --out {a.out}"  # the record says where it wrote, whatever the default is later
     path = run_experiment(a.name, data_root=a.data_root, out_dir=a.out, backbones=split(a.backbone),
                           classifiers=split(a.clf), command=cmd, **opts)
     print(path.read_text())
@@ -421,7 +449,8 @@ def _add_finetune(sub) -> None:
     from .backbones import DEFAULT_BACKBONE
     from .evaluation import LEAKY_PROTOCOL, PROTOCOLS
     from .finetune import MODES
-    from .preprocess import FACE_CROP_METHODS, INTENSITY_METHODS
+    from .datasets import FORMATS
+    from .preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN, FACE_CROP_METHODS, INTENSITY_METHODS
 
     p = sub.add_parser(
         "finetune", formatter_class=_Fmt, help="fine-tune a backbone end to end, with the same protocols",
@@ -434,32 +463,37 @@ def _add_finetune(sub) -> None:
         epilog=("example:\n  python -m fer_features finetune --data ../shared/datasets/jaffe --mode top "
                 "--image-size 112 --protocol group-kfold --folds 5 --json"))
     p.add_argument("--data", required=True, help="dataset folder or FER2013 CSV (as for extract)")
-    p.add_argument("--format", default="auto")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout (as for extract)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="see: python -m fer_features backbones")
     p.add_argument("--weights", default="imagenet", help="imagenet or a weights file (scratch ignores it)")
-    p.add_argument("--mode", default="top", choices=MODES)
+    p.add_argument("--mode", default="top", choices=MODES, help="what is trained: see modes above")
     p.add_argument("--epochs", type=int, default=10, help="epochs per phase (head, then fine)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the head (and of scratch)")
     p.add_argument("--fine-lr", type=float, default=1e-4, help="Adam learning rate once layers are unfrozen")
     p.add_argument("--hidden", type=int, default=0, help="units of a dense hidden layer in the head (0: none)")
-    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier layer")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs) on val accuracy")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's)")
     p.add_argument("--augment", default="default", metavar="SPEC", help=AUGMENT_HELP + "; 'none' to switch off")
-    p.add_argument("--preprocess", default="none", choices=INTENSITY_METHODS)
-    p.add_argument("--face-crop", default="none", choices=FACE_CROP_METHODS)
-    p.add_argument("--face-margin", type=float, default=0.2)
-    p.add_argument("--protocol", default="auto", choices=[x for x in PROTOCOLS if x != LEAKY_PROTOCOL])
-    p.add_argument("--folds", type=int, default=10)
-    p.add_argument("--test-size", type=float, default=0.1)
-    p.add_argument("--test-split", default=None)
+    p.add_argument("--preprocess", default="none", choices=INTENSITY_METHODS,
+                   help="intensity normalisation (as for extract)")
+    p.add_argument("--face-crop", default=DEFAULT_FACE_CROP, choices=FACE_CROP_METHODS,
+                   help="crop the face first (as for extract; none = whole image)")
+    p.add_argument("--face-margin", type=float, default=DEFAULT_FACE_MARGIN,
+                   help="margin around the detected face, fraction of its size on each side (as for extract)")
+    p.add_argument("--align", action="store_true", help="rotate so the eyes are level (MTCNN landmarks)")
+    p.add_argument("--protocol", default="auto", choices=[x for x in PROTOCOLS if x != LEAKY_PROTOCOL],
+                   help="auto = group-kfold with subject ids, else official with a split, else kfold")
+    p.add_argument("--folds", type=int, default=10, help="folds for kfold / group-kfold")
+    p.add_argument("--test-size", type=float, default=0.1, help="holdout test fraction")
+    p.add_argument("--test-split", default=None, help="official: the test split (default PrivateTest / test)")
     p.add_argument("--seed", type=int, default=0, help="seeds Keras, the splits and the augmentation")
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
     p.add_argument("--report-dir", default=None, help="also write the report files (markdown, CSV, JSON, PNG)")
     p.add_argument("--save", default=None, metavar="MODEL.keras",
                    help="instead of evaluating, train on all images (or the training split) and save the model")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -471,7 +505,7 @@ def _cmd_finetune(a) -> int:
     cfg = F.FinetuneConfig(backbone=a.backbone, mode=a.mode, weights=a.weights, image_size=a.image_size,
                            epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, fine_lr=a.fine_lr, hidden=a.hidden,
                            dropout=a.dropout, patience=a.patience, augment=aug, preprocess=a.preprocess,
-                           face_crop=a.face_crop, face_margin=a.face_margin, seed=a.seed)
+                           face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, seed=a.seed)
     if a.save:
         path = F.save(a.save, a.data, cfg, format=a.format, progress=not a.no_progress)
         print(f"model saved: {path}")
@@ -491,7 +525,7 @@ def _cmd_finetune(a) -> int:
 def _add_classifiers(sub) -> None:
     p = sub.add_parser("classifiers", formatter_class=_Fmt, help="list the classifier presets",
                        description="Classifier presets (MATLAB Classification Learner names) and their definitions.")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_classifiers)
 
 
@@ -520,7 +554,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--model", required=True, help="model saved by classify --save (.skops) or finetune --save (.keras)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass of the network")
     p.add_argument("--weights", default=None, help="override the backbone weights file recorded in the model")
     p.set_defaults(func=_cmd_predict)
 
@@ -552,11 +586,31 @@ def _cmd_predict(a) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fer_features")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``... | head``): point stdout at devnull so exit stays quiet; 141."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a command whose pipe closed
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fer_features", formatter_class=_Fmt,
         description="Facial expression recognition by transfer learning: frozen CNN features, "
                     "scikit-learn classifiers and honest (subject-independent) evaluation.")
+    p.add_argument("--version", action="version", version=f"fer_features {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_extract(sub)
     _add_backbones(sub)
@@ -574,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tf()
     parser = build_parser()
     a = parser.parse_args(argv)
+    _one_line_warnings(a.command)
     from .backbones import BackboneError
     from .cache import CacheError
     from .datasets import DatasetError
@@ -583,7 +638,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .models import ModelError
 
     try:
-        return int(a.func(a) or 0)
+        rc = int(a.func(a) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below rather than at exit
+        return rc
+    except BrokenPipeError:
+        return _stdout_closed()
     except (DatasetError, BackboneError, CacheError, ClassifierError, ProtocolError, ModelError,
             ValueError, FileNotFoundError) as exc:
         print(f"fer_features {a.command}: error: {exc}", file=sys.stderr)

@@ -292,6 +292,13 @@ class Dataset:
         """Sorted distinct canonical labels present."""
         return sorted({r.label for r in self.records})
 
+    def require_classes(self, minimum: int = 2) -> None:
+        """Raise :class:`DatasetError` unless at least ``minimum`` classes are present (one tells nothing apart)."""
+        names = self.label_names
+        if len(names) < minimum:
+            raise _err(self.root, f"{len(names)} class{'' if len(names) == 1 else 'es'} ({', '.join(names) or '-'}); "
+                                  f"expression recognition needs at least {minimum}")
+
     @property
     def subjects(self) -> list[str]:
         """Sorted distinct non-empty subject ids."""

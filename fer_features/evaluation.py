@@ -90,10 +90,30 @@ def _has_groups(groups) -> bool:
     return groups is not None and len(groups) > 0 and all(g != "" for g in groups)
 
 
+def require_classes(y: np.ndarray, label_names: Sequence[str], minimum: int = 2) -> None:
+    """Raise ``ProtocolError`` unless ``y`` holds at least ``minimum`` classes (one class scores 100 % for nothing)."""
+    present = [str(label_names[i]) for i in np.unique(np.asarray(y))]
+    if len(present) < minimum:
+        raise ProtocolError(f"{len(present)} class ({', '.join(present) or '-'}) in these data: a classifier needs "
+                            f"at least {minimum}")
+
+
+def _smallest_class(protocol: str, y: np.ndarray, label_names: Sequence[str] | None) -> int:
+    """Images in the smallest class; ``ProtocolError`` naming it when it has fewer than 2 (no stratified split)."""
+    values, counts = np.unique(y, return_counts=True)
+    i = int(np.argmin(counts))
+    if counts[i] < 2:
+        name = label_names[values[i]] if label_names is not None else values[i]
+        raise ProtocolError(f"{protocol} needs at least 2 images per class; class {name!r} has {counts[i]} image "
+                            "(drop it, or use group-kfold / loso with subject ids)")
+    return int(counts[i])
+
+
 def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, split: np.ndarray | None = None,
                 *, folds: int = 10, test_size: float = 0.1, test_split: str | None = None,
-                train_splits: Sequence[str] | None = None, seed: int = 0) -> tuple[list, dict]:
-    """Train/test index pairs for ``protocol`` plus a dict describing what was done."""
+                train_splits: Sequence[str] | None = None, seed: int = 0,
+                label_names: Sequence[str] | None = None) -> tuple[list, dict]:
+    """Train/test index pairs for ``protocol`` plus a dict describing what was done (``label_names``: for errors)."""
     from sklearn.model_selection import (LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold,
                                          StratifiedShuffleSplit)
 
@@ -103,14 +123,15 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
     info: dict[str, Any] = {"protocol": protocol, "seed": seed}
     if protocol in SUBJECT_INDEPENDENT and not has_groups:
         raise ProtocolError(f"protocol {protocol!r} needs subject ids; this dataset has none (use kfold or official)")
+    if protocol in ("kfold", "group-kfold") and folds < 2:
+        raise ProtocolError(f"--folds must be at least 2, got {folds}")
     if protocol == "holdout":
+        _smallest_class(protocol, y, label_names)
         sss = StratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
         splits = list(sss.split(idx, y))
         info["test_size"] = test_size
     elif protocol == "kfold":
-        k = min(folds, int(np.min(np.bincount(np.unique(y, return_inverse=True)[1]))))
-        if k < 2:
-            raise ProtocolError("kfold needs at least 2 images per class")
+        k = min(folds, _smallest_class(protocol, y, label_names))
         if k < folds:
             warnings.warn(f"kfold: smallest class has {k} images, using {k} folds instead of {folds}")
         splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y))
@@ -119,6 +140,8 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
         k = min(folds, n_groups)
         if k < 2:
             raise ProtocolError("group-kfold needs at least 2 subjects")
+        if k < folds:
+            warnings.warn(f"group-kfold: {n_groups} subjects, using {k} folds instead of {folds}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "least populated class" when stratification is partial
             splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y, groups))
@@ -373,7 +396,7 @@ def protocol_for_cache(cache, protocol: str = "auto", *, folds: int = 10, test_s
         warnings.simplefilter("always")
         splits, info = make_splits(protocol, cache.labels, cache.subjects if cache.has_subjects else None,
                                    cache.split if cache.has_split else None, folds=folds, test_size=test_size,
-                                   test_split=test_split, seed=seed)
+                                   test_split=test_split, seed=seed, label_names=cache.label_names)
     notes += [f"warning: {w.message}" for w in caught if issubclass(w.category, UserWarning)]
     return splits, info, notes
 
@@ -435,6 +458,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     ``progress``: a bar over classifiers x folds on stderr, moved as each fold ends (and a line before each
     single-split fit); ``on_result(r)`` is called as each classifier ends (in the order they end).
     """
+    require_classes(cache.labels, cache.label_names)
     for name in classifiers:
         clfs.get_preset(name)
     X, y, groups, splits, info, notes = augmented_data(

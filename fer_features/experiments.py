@@ -191,7 +191,10 @@ EXPERIMENTS: dict[str, tuple[Callable, str, list[str]]] = {
 }
 
 
-def run_experiment(name: str, *, data_root: str | Path = "../shared/datasets", out_dir: str | Path = "bench/results",
+DEFAULT_OUT = "fer_results"  # relative to the current directory; bench/results holds the committed reports
+
+
+def run_experiment(name: str, *, data_root: str | Path = "../shared/datasets", out_dir: str | Path = DEFAULT_OUT,
                    backbones: list[str] | None = None, classifiers: list[str] | None = None,
                    command: str | None = None, log=None, **options: Any) -> Path:
     """Run experiment ``name``; write ``<out_dir>/<name>.md`` and ``.json``; return the markdown path."""
@@ -211,7 +214,7 @@ def run_experiment(name: str, *, data_root: str | Path = "../shared/datasets", o
     skipped = [c.name for c in bb.list_backbones() if c.keras_fn and c.name not in backbones]
     extra = [f"Backbones: {', '.join(backbones)}" + (f" (no cached ImageNet weights here for the Keras backbones "
                                                       f"{', '.join(skipped)})" if skipped else "") + "."]
-    md = _header(title, command or f"python -m fer_features experiment {name}", seconds, extra) + body
+    md = _header(title, command or f"python -m fer_features experiment {name} --out {out_dir}", seconds, extra) + body
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.md"

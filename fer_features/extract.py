@@ -95,7 +95,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _validate(self) -> tuple[bb.BackboneConfig, str, str]:
         """Check every parameter; return the backbone config and the resolved (layer, pooling)."""
         cfg = bb.get_config(self.backbone)
-        layer, pooling = bb.resolve_taps(self.backbone, self.layer, self.pooling)
+        layer, pooling = bb.resolve_taps(self.backbone, self.layer, self.pooling, self.resolved_image_size())
         if self.preprocess not in INTENSITY_METHODS:  # named after this estimator's parameter
             raise ValueError(f"unknown preprocess {self.preprocess!r}; use one of {', '.join(INTENSITY_METHODS)}")
         self._preprocess_config().validate()  # face crop, margin, size: the preprocessing's own checks
@@ -324,6 +324,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     path, key, settings = dataset_cache_path(ds, ext, cache_dir)
     if (hit := _complete_with_key(path, key)) is not None:
         return _cache_hit(hit, ds, log)
+    ds.require_classes()  # here, not before the hit: listing FER2013's classes parses its CSV
     with cache_lock(path, log):
         if (hit := _complete_with_key(path, key)) is not None:  # an identical run finished while we waited
             return _cache_hit(hit, ds, log)

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import backbones as bb
 from .augment import AugmentConfig
+from .preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
 
 MODES = ("head", "top", "full", "scratch")
 KERAS_META = "fer_features.json"  # extra member of the saved .keras zip: labels and preprocessing
@@ -46,8 +47,9 @@ class FinetuneConfig:
     val_fraction: float = 0.15
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     preprocess: str = "none"
-    face_crop: str = "none"
-    face_margin: float = 0.2
+    face_crop: str = DEFAULT_FACE_CROP  # the same preparation as extract's by default
+    face_margin: float = DEFAULT_FACE_MARGIN
+    align: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -76,7 +78,7 @@ class FinetuneConfig:
     def extraction(self) -> dict[str, Any]:
         """The image preparation settings (stored in a saved model; ``preprocessor`` rebuilds it)."""
         return {"image_size": self.size, "preprocess": self.preprocess, "face_crop": self.face_crop,
-                "face_margin": float(self.face_margin)}
+                "face_margin": float(self.face_margin), "align": bool(self.align)}
 
 
 def preprocessor(extraction: dict[str, Any]):
@@ -85,6 +87,7 @@ def preprocessor(extraction: dict[str, Any]):
 
     return Preprocessor(PreprocessConfig(image_size=int(extraction["image_size"]), face_crop=extraction["face_crop"],
                                          face_margin=float(extraction["face_margin"]),
+                                         align=bool(extraction.get("align", False)),  # absent: saved before --align
                                          intensity=extraction["preprocess"]))
 
 
@@ -254,6 +257,7 @@ def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool 
     from .datasets import Dataset, load_dataset
 
     ds = data if isinstance(data, Dataset) else load_dataset(data, format)
+    ds.require_classes()
     prep = preprocessor(cfg.extraction())
     it = range(len(ds))
     if progress:
@@ -284,7 +288,8 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     if protocol == "auto":
         protocol = ev.default_protocol(has_groups, any(split))
     splits, info = ev.make_splits(protocol, y, groups if has_groups else None, split if any(split) else None,
-                                  folds=folds, test_size=test_size, test_split=test_split, seed=cfg.seed)
+                                  folds=folds, test_size=test_size, test_split=test_split, seed=cfg.seed,
+                                  label_names=names)
     preds, fit_s, pred_s, histories = [], [], [], []
     t0 = time.perf_counter()
     for k, (tr, te) in enumerate(splits):

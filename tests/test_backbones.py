@@ -91,8 +91,9 @@ def test_pooling_and_layer_options():
     assert m.output.shape[-1] == 80 * 4
     m = bb.create("efficientnet_lite0", weights=None, input_size=64, pooling="max", layer="last")
     assert m.output.shape[-1] == 1280
-    m = bb.create("efficientnet_lite0", weights=None, input_size=64)  # the registry's default taps
-    assert m.output.shape[-1] == 80 * 49
+    with pytest.warns(UserWarning, match="grid4"):  # the registry's default taps; 4x4 at 64 px: grid7 -> grid4
+        m = bb.create("efficientnet_lite0", weights=None, input_size=64)
+    assert m.output.shape[-1] == 80 * 16
     with pytest.raises(bb.BackboneError, match="no layer"):
         bb.create("efficientnet_lite0", weights=None, input_size=64, layer="nope")
     with pytest.raises(bb.BackboneError, match="pooling"):
@@ -195,3 +196,52 @@ def test_legacy_torch_reader_rejects_foreign_files(tmp_path):
                      + pickle.dumps(__import__("os").system))  # a global other than tensors: refused
     with pytest.raises(pickle.UnpicklingError):
         load_legacy_state_dict(evil)
+
+
+def test_classical_grey_is_exact_for_grey_rgb_pixels():
+    """A grey image given as RGB (R=G=B, all 256 levels) converts to exactly its grey values, so the
+    classical descriptors do not depend on how a numpy build rounds a float32 dot product."""
+    from fer_features.classical import _grey
+
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    g = _grey(np.dstack([levels] * 3))
+    np.testing.assert_array_equal(g, levels)
+    np.testing.assert_array_equal(_grey(levels), levels)
+
+
+def test_lite0_map_sizes_known_without_building_match_the_built_model():
+    """``_efficientnet_lite.feature_maps`` (no Keras) lists the same layers and shapes as the built network."""
+    from fer_features import _efficientnet_lite as lite
+
+    for size in (48, 67, 224):
+        built = bb._feature_maps(bb._base(bb.get_config("efficientnet_lite0"), False, "random", size).layers)
+        assert lite.feature_maps(size) == [(n, tuple(int(d) for d in s)) for n, s in built]
+
+
+def test_default_grid_finer_than_the_map_is_reduced_and_recorded():
+    """At 48 px block4c_add is a 3x3 map: the default grid7 becomes grid3 (said in a warning), in the model and
+    in the settings the cache key and file name come from; an explicit --pooling grid3 is the same cache."""
+    from fer_features.extract import FeatureExtractor
+
+    with pytest.warns(UserWarning, match="block4c_add.*3x3.*grid7.*grid3"):
+        s = FeatureExtractor(image_size=48).settings()
+    assert (s["layer"], s["pooling"]) == ("block4c_add", "grid3")
+    assert FeatureExtractor(image_size=48, pooling="grid3").settings() == s
+    assert FeatureExtractor(image_size=224).settings()["pooling"] == "grid7"  # unchanged where the map is 14x14
+    with pytest.warns(UserWarning, match="grid3"):
+        m = bb.create("efficientnet_lite0", weights=None, input_size=48)
+    assert m.output.shape[-1] == 80 * 9
+    with pytest.warns(UserWarning):  # several layers: each to its own map (block3b_add: 6x6 at 48 px)
+        taps = bb.resolve_taps("efficientnet_lite0", "block3b_add,block4c_add", None, 48)
+    assert taps == ("block3b_add@grid6,block4c_add@grid3", "grid7")
+
+
+def test_explicit_grid_finer_than_the_map_is_an_error():
+    from fer_features.extract import FeatureExtractor
+
+    with pytest.raises(bb.BackboneError, match="block4c_add.*3x3.*grid7.*grid3"):
+        FeatureExtractor(image_size=48, pooling="grid7").settings()
+    with pytest.raises(bb.BackboneError, match="block4c_add.*3x3.*grid4"):
+        bb.resolve_taps("efficientnet_lite0", "block3b_add@grid6,block4c_add@grid4", None, 48)
+    with pytest.raises(bb.BackboneError, match="out_relu.*1x1.*grid2"):  # a Keras application: checked when built
+        bb.create("mobilenet_v2", weights=None, input_size=32, pooling="grid2")

@@ -73,6 +73,9 @@ def test_bad_option_exit_2(tiny_folder, tmp_path):
     p = run_cli("extract", "--data", tiny_folder, "--cache-dir", tmp_path, "--pooling", "median")
     assert p.returncode == 2 and "pooling" in p.stderr
     assert not any(tmp_path.glob("*.h5*"))
+    p = run_cli("extract", "--data", tiny_folder, "--cache-dir", tmp_path, "--image-size", 48, "--pooling", "grid7")
+    assert p.returncode == 2 and "block4c_add gives a 3x3 map" in p.stderr and "use grid3 or less" in p.stderr
+    assert len([l for l in p.stderr.splitlines() if "error" in l]) == 1 and not any(tmp_path.glob("*.h5*"))
 
 
 def test_strict_exits_nonzero_and_names_the_file(tiny_folder, tmp_path):
@@ -83,6 +86,9 @@ def test_strict_exits_nonzero_and_names_the_file(tiny_folder, tmp_path):
     assert not any(cache.glob("*.h5*"))
     p = run_cli("extract", "--data", tiny_folder, "--cache-dir", cache, "--image-size", 48)
     assert p.returncode == 0 and "corrupt.png" in p.stderr
+    # at 48 px block4c_add is a 3x3 map: the default grid7 is reduced to grid3, said once, and named in the file
+    assert p.stderr.count("warning: efficientnet_lite0 at 48 px: layer block4c_add gives a 3x3 map") == 1
+    assert "using grid3" in p.stderr and "-48-grid3-" in Path(last_line(p)).name
     assert load_cache(last_line(p)).skipped[0].endswith("corrupt.png")
 
 
@@ -122,10 +128,11 @@ def test_fer2013_subset_keeps_the_three_splits(fer_csv, tmp_path):
     ds = load_dataset(fer_csv)
     n = len(ds)
     assert time.perf_counter() - t < 15 and n == 35887
-    by_split = {}
+    by_split = {}  # two classes (one is refused), 20 images of each in each split
     for i, r in enumerate(ds.records):
-        by_split.setdefault(r.split, []).append(i)
-    pick = sorted(i for rows in by_split.values() for i in rows[:40])
+        if r.label in ("angry", "happy"):
+            by_split.setdefault((r.split, r.label), []).append(i)
+    pick = sorted(i for rows in by_split.values() for i in rows[:20])
     path = extract_dataset(ds.subset(pick), cache_dir=tmp_path, image_size=48, progress=False)
     c = load_cache(path)
     assert len(c) == 120 and sorted(set(c.split)) == ["PrivateTest", "PublicTest", "Training"]

@@ -55,3 +55,23 @@ def test_seed_resnet_svm_and_linear_baseline_scaled_down(data_root, tmp_path, mo
     assert p.returncode == 0, p.stderr[-2000:]
     md = (tmp_path / "seed-linear-baseline.md").read_text()
     assert "| **linear_svm** |" in md and "linear_svm ranks" in md and "subject-independent" in md
+
+
+def test_experiment_writes_to_the_users_folder_by_default(tmp_path, monkeypatch):
+    """Without --out, ``experiment`` writes ./fer_results/NAME.md, never the committed bench/results; the
+    recorded command says where it wrote."""
+    from fer_features import cli, experiments
+
+    monkeypatch.setitem(experiments.EXPERIMENTS, "seed-jaffe",
+                        (lambda root, backbones, clfs, log, **kw: (["body"], {}), "fake", ["lda"]))
+    monkeypatch.chdir(tmp_path)
+    a = cli.build_parser().parse_args(["experiment", "seed-jaffe"])
+    assert a.out == experiments.DEFAULT_OUT == "fer_results"
+    assert cli.main(["experiment", "seed-jaffe", "--backbone", "hog"]) == 0
+    md = (tmp_path / "fer_results" / "seed-jaffe.md").read_text()
+    assert "--out fer_results" in md and (tmp_path / "fer_results" / "seed-jaffe.json").exists()
+    path = experiments.run_experiment("seed-jaffe", backbones=["hog"], log=lambda m: None)
+    assert path == Path("fer_results") / "seed-jaffe.md"
+    help_text = next(p for p in cli.build_parser()._subparsers._group_actions[0].choices.items()
+                     if p[0] == "experiment")[1].format_help()
+    assert "fer_results" in help_text and "current directory" in help_text

@@ -16,7 +16,7 @@ from fer_features.extract import ExtractionError, FeatureExtractor, extract_data
 
 SMALL = dict(image_size=48, progress=False)
 
-DEFAULT_DIM = 80 * 49  # efficientnet_lite0 default: block4c_add (80 channels) on a 7x7 grid
+DEFAULT_DIM = 80 * 9  # efficientnet_lite0 default, block4c_add (80 channels) on a 7x7 grid: at 48 px a 3x3 map, grid3
 
 
 def _images(n=6, size=40, seed=0):
@@ -134,9 +134,11 @@ def test_interrupted_extraction_resumes(tiny_folder, tmp_path, monkeypatch):
 
 def test_default_features_are_the_registry_choice_and_classical_descriptors_extract(tiny_folder, tmp_path):
     """Settings record the resolved layer/pooling; hog and lbp go through the same extractor and cache."""
-    fx = FeatureExtractor(image_size=64)
-    s = fx.settings()
+    s = FeatureExtractor(image_size=112).settings()
     assert (s["layer"], s["pooling"]) == ("block4c_add", "grid7")
+    with pytest.warns(UserWarning, match="grid4"):  # 4x4 at 64 px: the recorded pooling is the one used
+        s = FeatureExtractor(image_size=64).settings()
+    assert (s["layer"], s["pooling"]) == ("block4c_add", "grid4")
     assert FeatureExtractor(image_size=64, layer="last", pooling="avg").settings()["layer"] == "last"
     for name, dim in (("hog", 4356), ("lbp", 8 * 8 * 59)):
         path = extract_dataset(tiny_folder, cache_dir=tmp_path, backbone=name, progress=False)

@@ -13,7 +13,8 @@ from conftest import make_folder_dataset
 from fer_features import finetune as F
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(image_size=32, epochs=8, batch_size=8, augment=None, val_fraction=0.0, dropout=0.0, lr=1e-2, fine_lr=1e-4)
+TINY = dict(image_size=32, epochs=8, batch_size=8, augment=None, val_fraction=0.0, dropout=0.0, lr=1e-2, fine_lr=1e-4,
+            face_crop="none", face_margin=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,21 @@ def test_config_checks():
     with pytest.raises(ValueError, match="not a network"):
         F.FinetuneConfig(backbone="hog")
     assert F.FinetuneConfig(image_size=96).to_dict()["image_size"] == 96
+
+
+def test_crop_defaults_and_align_are_extracts():
+    """finetune prepares images as extract does unless told otherwise: same face crop, margin and --align."""
+    from fer_features.cli import build_parser
+    from fer_features.extract import FeatureExtractor
+
+    fx, cfg = FeatureExtractor(), F.FinetuneConfig()
+    assert (cfg.face_crop, cfg.face_margin, cfg.align) == (fx.face_crop, fx.face_margin, fx.align)
+    a = build_parser().parse_args(["finetune", "--data", "x"])
+    e = build_parser().parse_args(["extract", "--data", "x"])
+    assert (a.face_crop, a.face_margin, a.align) == (e.face_crop, e.face_margin, e.align)
+    ext = F.FinetuneConfig(face_crop="mtcnn", align=True).extraction()
+    assert ext["align"] is True and F.preprocessor(ext).config.align
+    assert not F.preprocessor({k: v for k, v in ext.items() if k != "align"}).config.align  # older saved models
 
 
 def test_phases_unfreeze_the_right_layers_and_batch_norm_stays_frozen():
