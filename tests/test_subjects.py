@@ -151,6 +151,7 @@ def test_folder_subject_guess_is_said_partial_guess_not_used(tmp_path):
 class _Cache:
     def __init__(self, subjects: bool, split: bool = False):
         self.labels = np.array([0, 1] * 10)
+        self.label_names = ["happy", "sad"]
         self.subjects = np.array([f"S{i % 4}" for i in range(20)], dtype=object) if subjects else np.array([""] * 20)
         self.split = np.array(["Training"] * 14 + ["PrivateTest"] * 6, dtype=object) if split else np.array([""] * 20)
         self.has_subjects, self.has_split = subjects, split
