@@ -151,7 +151,7 @@ def plot_feature_map(cache, path: str | Path, *, max_points: int = DEFAULT_MAX_P
     numbers = f"{k}-NN agreement in feature space: expression {expr_agree:.2f} (chance {expr_chance:.2f})"
     numbers += (f", subject {subj_agree:.2f} (chance {subj_chance:.2f})" if has_subj else ", subject n/a (no ids)")
     if cross is not None:
-        numbers += f"; expression among other people's images only {cross:.2f}"
+        numbers += f"; expression with other people's images as neighbours {cross:.2f}"
     title = f"{name}: t-SNE (scikit-learn) of standardised features, PCA {min(PCA_DIMS, X.shape[1])} dims; {pts}"
 
     plt = _pyplot()
@@ -203,7 +203,7 @@ def summary_line(info: dict) -> str:
             if info["subject_agreement"] is not None else "subject n/a (no subject ids)")
     return (f"feature map: {info['path']} ({info['n_points']} of {info['n_total']} images); {info['k']}-NN "
             f"agreement: expression {info['expression_agreement']:.2f} (chance {info['expression_chance']:.2f}), "
-            f"{subj}" + (f"; expression among other people's images only {cross:.2f}"
+            f"{subj}" + (f"; expression with other people's images as neighbours {cross:.2f}"
                          if (cross := info.get("cross_subject_expression_agreement")) is not None else ""))
 
 
