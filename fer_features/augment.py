@@ -195,7 +195,7 @@ class AugmentStore:
         all checked before anything is written."""
         from .datasets import DatasetError, load_dataset
         from .extract import FeatureExtractor
-        from .models import extraction_settings
+        from .settings import extraction_settings
 
         root, fmt = self.cache.dataset_root, self.cache.settings.get("dataset_format", "auto")
         if not root:

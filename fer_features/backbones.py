@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-POOLINGS_HELP = "avg | max | gridN (average over an N x N grid of cells, concatenated; e.g. grid2)"
+from .pooling import POOLINGS_HELP, BackboneError, parse_pooling  # noqa: F401  (their old home)
+
 LAYERS_HELP = ("NAME | stage-N | last, or several joined by commas, each optionally NAME@POOLING "
                "(e.g. block3b_add@grid7,block4c_add@grid4); stage-N is the last layer at stride 2^N "
                "(stage-1: 112x112 maps for a 224 input); features of several layers are concatenated")
@@ -91,10 +92,6 @@ REGISTRY: dict[str, BackboneConfig] = {
                        default_layer="", default_pooling="grid8"),
     ]
 }
-
-
-class BackboneError(ValueError):
-    """Unknown backbone, bad option or weights that cannot be had. The message says what to do."""
 
 
 def get_config(name: str) -> BackboneConfig:
@@ -208,16 +205,6 @@ def _layer_name(name: str, size: int, lname: str, last: str, names, stages: list
         raise BackboneError(
             f"{name} has no layer {lname!r} (list them with: python -m fer_features backbones --layers {name})")
     return lname
-
-
-def parse_pooling(pooling: str) -> tuple[str, int]:
-    """``'avg'`` -> ('avg', 1), ``'max'`` -> ('max', 1), ``'grid2'`` -> ('grid', 2)."""
-    if pooling in ("avg", "max"):
-        return pooling, 1
-    m = re.fullmatch(r"grid(\d+)", pooling or "")
-    if m and int(m.group(1)) >= 1:
-        return "grid", int(m.group(1))
-    raise BackboneError(f"unknown pooling {pooling!r}: use {POOLINGS_HELP}")
 
 
 def normalize_weights(weights: str | Path | None) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backbones import BackboneError, parse_pooling
+from .pooling import BackboneError, parse_pooling
 from .preprocess import to_grey
 
 LBP_POINTS, LBP_RADIUS = 8, 1

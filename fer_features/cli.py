@@ -164,6 +164,9 @@ def _add_info(sub) -> None:
                        description="Rows, classes, subjects, splits and settings of a cache file.")
     p.add_argument("cache", help="cache file (.h5)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="also draw a t-SNE map of the features by expression and by subject, with the "
+                        "5-nearest-neighbour agreement of each (see fer_features.feature_map)")
     p.set_defaults(func=_cmd_info)
 
 
@@ -191,6 +194,10 @@ def _cmd_info(a) -> int:
                 v = ("0 (no subject ids: protocol auto folds by image; give extract --subject-pattern or a "
                      "manifest with a subject column)")
             print(f"{k}: {v}")
+    if a.plot:
+        from .feature_map import plot_feature_map, summary_line
+
+        print(summary_line(plot_feature_map(c, a.plot)), file=sys.stderr if a.json else sys.stdout)
     return 0
 
 
@@ -400,6 +407,9 @@ def _cmd_compare(a) -> int:
     if a.report_dir:
         md = write_report(results, a.report_dir, title=f"Classifier comparison on {cache.path.name}")
         print(f"\nreport: {md}")
+        from .feature_map import add_to_report, summary_line
+
+        print(summary_line(add_to_report(cache, a.report_dir)))
     if a.json:
         print(json.dumps(results))
     return 0

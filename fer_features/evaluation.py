@@ -403,7 +403,7 @@ def protocol_for_cache(cache, protocol: str = "auto", *, folds: int = 10, test_s
 
 def cache_summary(cache) -> dict[str, Any]:
     """Where a result's features came from: the cache, dataset, backbone and every setting that changes them."""
-    from .models import EXTRACTION_KEYS
+    from .settings import EXTRACTION_KEYS
 
     s = {**FEATURE_DEFAULTS, **cache.settings}
     return {"cache": str(cache.path), "dataset": s.get("dataset_format", ""), "n_images": len(cache),

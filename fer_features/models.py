@@ -7,29 +7,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .settings import EXTRACTION_KEYS, extraction_settings  # noqa: F401  (their old home)
+
 MODEL_FORMAT = "fer_features.model/1"
 TRUSTED_PREFIXES = ("sklearn.", "sklearnex.", "daal4py.", "onedal.", "numpy.", "builtins.", "fer_features.",
                     "collections.", "scipy.")
-EXTRACTION_KEYS = ("backbone", "weights", "image_size", "pooling", "layer", "preprocess", "face_crop",
-                   "face_margin", "align", "flip_average", "precision")
 
 
 class ModelError(ValueError):
     """Not a fer_features model, or one that cannot be loaded safely."""
-
-
-def extraction_settings(cache) -> dict[str, Any]:
-    """What ``FeatureExtractor`` needs to reproduce a cache's features on new images."""
-    s = cache.settings
-    out = {k: s.get(k) for k in EXTRACTION_KEYS if k in s}
-    spec = cache.attrs.get("weights_spec")
-    if spec:
-        out["weights"] = spec
-    if not out.get("layer"):  # older caches wrote '' for the last layer; classical descriptors have none
-        from .backbones import DEFAULT_BACKBONE, is_classical
-
-        out["layer"] = None if is_classical(out.get("backbone") or DEFAULT_BACKBONE) else "last"
-    return out
 
 
 def save_model(path: str | Path, pipeline, label_names: Sequence[str], extraction: dict, info: dict) -> Path:

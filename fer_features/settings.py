@@ -1,0 +1,24 @@
+"""The extraction settings a cache records and a saved model needs to reproduce its features.
+
+Its own module so that ``augment`` and ``evaluation`` can read them without importing ``models`` (which
+imports ``finetune``, which imports ``augment`` and ``evaluation``)."""
+from __future__ import annotations
+
+from typing import Any
+
+EXTRACTION_KEYS = ("backbone", "weights", "image_size", "pooling", "layer", "preprocess", "face_crop",
+                   "face_margin", "align", "flip_average", "precision")
+
+
+def extraction_settings(cache) -> dict[str, Any]:
+    """What ``FeatureExtractor`` needs to reproduce a cache's features on new images."""
+    s = cache.settings
+    out = {k: s.get(k) for k in EXTRACTION_KEYS if k in s}
+    spec = cache.attrs.get("weights_spec")
+    if spec:
+        out["weights"] = spec
+    if not out.get("layer"):  # older caches wrote '' for the last layer; classical descriptors have none
+        from .backbones import DEFAULT_BACKBONE, is_classical
+
+        out["layer"] = None if is_classical(out.get("backbone") or DEFAULT_BACKBONE) else "last"
+    return out
