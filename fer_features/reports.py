@@ -74,7 +74,7 @@ def _fmt_vs_best(v: dict | None) -> str:
     if v["mark"] == "best":
         return "best"
     p = v["p"]
-    num = f"{p:.2f}" if p >= 0.01 else f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+    num = f"{p:.2f}" if p >= 0.01 else f"{p:.3f}" if p >= 0.001 else "<0.001"
     return f"{v['mark']} {num}".strip()
 
 

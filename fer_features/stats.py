@@ -97,6 +97,7 @@ def paired_bootstrap(a_correct: Sequence[bool], b_correct: Sequence[bool], clust
         side = min(np.sum(d <= 0), np.sum(d >= 0))
         p = min(1.0, 2 * (side + 1) / (n_resamples + 1))
     return {"diff": float(np.mean(a) - np.mean(b)), "lo": float(lo), "hi": float(hi), "p": float(p),
+            "p_min": 2 / (n_resamples + 1),  # the smallest p these resamples resolve (none crossed 0)
             "test": f"paired {_kind(what)} of the accuracy difference, {n_resamples} resamples, two-sided"}
 
 
@@ -188,7 +189,7 @@ def vs_best_note(results: Sequence[dict], alpha: float = ALPHA) -> str:
         return ""
     how = "; ".join(tests) if tests else "no other row on the same test images"
     return (f"vs best: p of a paired test against the best row on the same test images ({how}); "
-            f"~ = not distinguishable from the best (p >= {alpha:g}), = = the same predictions")
+            f"'~': not distinguishable from the best (p >= {alpha:g}); '=': the same predictions as the best")
 
 
 # -- the significance command ---------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def significance(a: dict, b: dict, *, n_resamples: int = N_RESAMPLES, seed: int 
                 "cache": r.get("cache")}
 
     return {"a": side(a), "b": side(b), "diff": t["diff"], "diff_ci": [t["lo"], t["hi"]], "test": t["test"],
-            "p": t["p"], "identical_predictions": t["identical"], "n_test": len(a["predictions"]["row"]),
+            "p": t["p"], "p_min": t["p_min"], "identical_predictions": t["identical"], "n_test": len(a["predictions"]["row"]),
             "protocol": a.get("protocol"), "protocol_description": a.get("protocol_description")}
 
 
@@ -256,5 +257,9 @@ def format_significance(d: dict, names: Sequence[str] = ("A", "B"), alpha: float
     lines.append(f"test: {d['test']}")
     verdict = "the same predictions" if d["identical_predictions"] else (
         f"{'not ' if d['p'] >= alpha else ''}significant at {alpha:g}")
-    lines.append(f"p = {d['p']:.4g} ({verdict})")
+    if d.get("p_min") and d["p"] <= d["p_min"] and "McNemar" not in d["test"]:
+        lines.append(f"p < {d['p'] * 1.001:.2g} ({verdict}; no resampled difference crossed 0: the smallest p "
+                     "these resamples resolve)")
+    else:
+        lines.append(f"p = {d['p']:.4g} ({verdict})")
     return "\n".join(lines)
