@@ -402,7 +402,7 @@ def _uncertainty(y: np.ndarray, splits: list, preds: list, groups, probas) -> di
             "subject": subj.tolist() if subj is not None else [""] * len(rows),
             "true": y_true.astype(int).tolist(), "pred": y_pred.astype(int).tolist(),
             "fold": np.repeat(np.arange(len(splits)), [len(te) for _, te in splits]).tolist(),
-            "proba": None if probas is None else np.round(np.concatenate(probas), 4).tolist()}
+            "proba": None if probas is None else np.round(np.concatenate(probas).astype(np.float64), 4).tolist()}
     return {"accuracy_ci": [lo, hi], "accuracy_ci_method": method, "predictions": pred}
 
 
