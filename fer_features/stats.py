@@ -145,8 +145,8 @@ def paired_test(a: dict, b: dict, *, n_resamples: int = N_RESAMPLES, seed: int =
     if unit == "images" and len(set(a["predictions"]["fold"])) == 1:
         out["p"] = mcnemar_exact(ca, cb)
         n01, n10 = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
-        out["test"] = (f"exact McNemar (binomial test on the {n01 + n10} discordant images, {n01} vs {n10}); "
-                       f"interval: {out['test']}")
+        out["test"] = f"exact McNemar (binomial test on the discordant images); interval: {out['test']}"
+        out["discordant"] = [n01, n10]  # right by a only, by b only
     out["identical"] = bool(np.all(np.asarray(a["predictions"]["pred"]) == np.asarray(b["predictions"]["pred"])))
     return out
 
@@ -236,7 +236,9 @@ def significance(a: dict, b: dict, *, n_resamples: int = N_RESAMPLES, seed: int 
                 "cache": r.get("cache")}
 
     return {"a": side(a), "b": side(b), "diff": t["diff"], "diff_ci": [t["lo"], t["hi"]], "test": t["test"],
-            "p": t["p"], "p_min": t["p_min"], "identical_predictions": t["identical"], "n_test": len(a["predictions"]["row"]),
+            "p": t["p"], "p_min": t["p_min"], "identical_predictions": t["identical"],
+            "discordant": t.get("discordant"),
+            "n_test": len(a["predictions"]["row"]),
             "protocol": a.get("protocol"), "protocol_description": a.get("protocol_description")}
 
 
@@ -254,7 +256,8 @@ def format_significance(d: dict, names: Sequence[str] = ("A", "B"), alpha: float
     lines.append(f"[95 % CI]: {d['a']['accuracy_ci_method']}")
     lines.append(f"difference A - B: {100 * d['diff']:+.1f} points [{100 * d['diff_ci'][0]:+.1f}, "
                  f"{100 * d['diff_ci'][1]:+.1f}]")
-    lines.append(f"test: {d['test']}")
+    lines.append(f"test: {d['test']}" + (f"; discordant images: {d['discordant'][0]} right by A only, "
+                                          f"{d['discordant'][1]} by B only" if d.get("discordant") else ""))
     verdict = "the same predictions" if d["identical_predictions"] else (
         f"{'not ' if d['p'] >= alpha else ''}significant at {alpha:g}")
     if d.get("p_min") and d["p"] <= d["p_min"] and "McNemar" not in d["test"]:
