@@ -399,6 +399,9 @@ def _cmd_compare(a) -> int:
                             subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
                             **_augment_kwargs(a))
     results += included
+    from .stats import mark_vs_best
+
+    mark_vs_best(results)  # every row against the best on the same test images
     print(protocol_header(results))
     for w in notes:
         print(w)
@@ -412,6 +415,41 @@ def _cmd_compare(a) -> int:
         print(summary_line(add_to_report(cache, a.report_dir)))
     if a.json:
         print(json.dumps(results))
+    return 0
+
+
+def _add_significance(sub) -> None:
+    p = sub.add_parser(
+        "significance", formatter_class=_Fmt, help="paired test of two results made on the same test images",
+        description=("Compare two results (classify --json's line saved to a file, or compare's results.json "
+                     "with FILE#NAME or --a-classifier/--b-classifier) made on the same test images and folds, "
+                     "e.g. two feature settings: both accuracies with 95 % intervals, the difference with its "
+                     "interval and a paired p (cluster bootstrap over subjects where known; exact McNemar for "
+                     "one split without subjects; paired bootstrap over images otherwise). Results on "
+                     "different images or folds are refused (exit 2)."),
+        epilog="example:\n  python -m fer_features significance default.json margin02.json\n"
+               "  python -m fer_features significance rep/results.json#lda rep/results.json#cubic_svm")
+    p.add_argument("a", metavar="A.json", help="first result (FILE or FILE#CLASSIFIER)")
+    p.add_argument("b", metavar="B.json", help="second result (FILE or FILE#CLASSIFIER)")
+    p.add_argument("--a-classifier", default=None, metavar="NAME", help="entry of A's results.json")
+    p.add_argument("--b-classifier", default=None, metavar="NAME", help="entry of B's results.json")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="seeds the bootstrap")
+    p.add_argument("--json", action="store_true", help="print ONE JSON object")
+    p.set_defaults(func=_cmd_significance)
+
+
+def _cmd_significance(a) -> int:
+    from . import stats
+
+    if a.resamples < 100:
+        raise ValueError(f"--resamples must be at least 100, got {a.resamples}")
+    ra, rb = stats.load_result(a.a, a.a_classifier), stats.load_result(a.b, a.b_classifier)
+    d = stats.significance(ra, rb, n_resamples=a.resamples, seed=a.seed)
+    if a.json:
+        print(json.dumps({**d, "files": [a.a, a.b]}))
+    else:
+        print(stats.format_significance(d, (a.a, a.b)))
     return 0
 
 
@@ -627,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_classify(sub)
     _add_compare(sub)
+    _add_significance(sub)
     _add_experiment(sub)
     _add_finetune(sub)
     _add_classifiers(sub)

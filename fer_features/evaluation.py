@@ -233,7 +233,9 @@ def _run_fold(pipe, X, y, tr, te, norm, name, engine):
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     pred = pipe.predict(Xte)
-    return pred, fit_s, time.perf_counter() - t, fb, clfs.fitted_engine(pipe, name, engine)
+    pred_s = time.perf_counter() - t
+    proba = pipe.predict_proba(Xte) if hasattr(pipe, "predict_proba") else None  # SVC: none (not refitted)
+    return pred, fit_s, pred_s, fb, clfs.fitted_engine(pipe, name, engine), proba
 
 
 def progress_bar(total: int, desc: str):
@@ -316,8 +318,10 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - t0
+    probas = [o[5] for o in outs]
     res = score_folds(classifier, label_names, y, splits, [o[0] for o in outs], [o[1] for o in outs],
-                      [o[2] for o in outs], wall, protocol_info)
+                      [o[2] for o in outs], wall, protocol_info, groups=groups,
+                      probas=None if any(p is None for p in probas) else probas)
     res.update({
         "params": clfs.describe(classifier)["params"] | (overrides or {}),
         "n_jobs": int(n_jobs),
@@ -335,11 +339,15 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
 
 def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, splits: list, preds: list,
                 fit_seconds: Sequence[float], predict_seconds: Sequence[float], wall: float,
-                protocol_info: dict) -> dict[str, Any]:
+                protocol_info: dict, *, groups: np.ndarray | None = None,
+                probas: list | None = None) -> dict[str, Any]:
     """The result dict every evaluation path reports (frozen features or fine-tuned networks alike).
 
     ``accuracy`` is pooled: correct test images / all test images over every fold (``accuracy_fold_mean`` is
     the mean of the fold accuracies, ``accuracy_std`` their std); fit/predict seconds are totals over folds.
+    ``accuracy_ci``: its 95 % bootstrap interval, over the test images' subjects (``groups``) where known.
+    ``predictions``: per test image its row (index into ``y``), subject, true and predicted label index, fold
+    and class probabilities (``probas``, one array per fold) where the model has them.
     """
     labels_idx = np.arange(len(label_names))
     y_true = np.concatenate([y[te] for _, te in splits])
@@ -374,10 +382,28 @@ def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, spli
         "n_folds": len(splits),
         "threads": os.cpu_count(),
     }
+    res.update(_uncertainty(y, splits, preds, groups, probas))
     for k in ("test_split", "train_splits", "subjects_in_train_and_test", "test_size", "seed", "augmentation"):
         if k in protocol_info:
             res[k] = protocol_info[k]
     return res
+
+
+def _uncertainty(y: np.ndarray, splits: list, preds: list, groups, probas) -> dict[str, Any]:
+    """``accuracy_ci``, its method and the per-image ``predictions`` of a result (see ``score_folds``)."""
+    from . import stats
+
+    rows = np.concatenate([np.asarray(te, dtype=np.int64) for _, te in splits])
+    subj = np.asarray(groups)[rows].astype(str) if _has_groups(groups) else None
+    y_true, y_pred = np.asarray(y)[rows], np.concatenate(preds)
+    lo, hi, method = stats.accuracy_ci(y_true == y_pred, subj if subj is not None else rows,
+                                       unit="subjects" if subj is not None else "images")
+    pred = {"row": rows.tolist(), "path": [""] * len(rows),
+            "subject": subj.tolist() if subj is not None else [""] * len(rows),
+            "true": y_true.astype(int).tolist(), "pred": y_pred.astype(int).tolist(),
+            "fold": np.repeat(np.arange(len(splits)), [len(te) for _, te in splits]).tolist(),
+            "proba": None if probas is None else np.round(np.concatenate(probas).astype(np.float64), 4).tolist()}
+    return {"accuracy_ci": [lo, hi], "accuracy_ci_method": method, "predictions": pred}
 
 
 def protocol_for_cache(cache, protocol: str = "auto", *, folds: int = 10, test_size: float = 0.1,
@@ -432,6 +458,7 @@ def augmented_data(cache, protocol: str = "auto", *, augment=None, copies: int =
                                f"holdout; {pct:.0f} % of test rows have their source image or a copy of it in "
                                "training (the seed papers' protocol, for comparison only)"}
         info["augmentation"] = d.info
+        info["source_rows"] = d.source  # test rows may be copies: their cache rows, for the predictions
         notes = [f"warning: {info['description']}"]
         return d.X, d.y, d.groups, d.splits, info, notes
     splits, info, notes = protocol_for_cache(cache, protocol, folds=folds, test_size=test_size,
@@ -489,6 +516,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     try:
         for k, r in outs:
             r.update(cache_summary(cache))
+            _cache_rows(r, cache, info.get("source_rows"))
             r["warnings"] = notes
             if parallel:
                 r["classifiers_in_parallel"] = workers
@@ -501,6 +529,15 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         if bar is not None:
             bar.close()
     return results, notes
+
+
+def _cache_rows(r: dict, cache, source: np.ndarray | None) -> None:
+    """The predictions' rows as cache rows (a copy's: its source image's) and their paths, in place."""
+    p = r.get("predictions")
+    if p:
+        rows = np.asarray(p["row"], dtype=np.int64)
+        rows = rows if source is None else np.asarray(source)[rows]
+        p["row"], p["path"] = rows.tolist(), [str(x) for x in np.asarray(cache.paths)[rows]]
 
 
 def _evaluate_k(k: int, *args, **kwargs) -> tuple[int, dict]:

@@ -290,7 +290,7 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     splits, info = ev.make_splits(protocol, y, groups if has_groups else None, split if any(split) else None,
                                   folds=folds, test_size=test_size, test_split=test_split, seed=cfg.seed,
                                   label_names=names)
-    preds, fit_s, pred_s, histories = [], [], [], []
+    preds, probas, fit_s, pred_s, histories = [], [], [], [], []
     t0 = time.perf_counter()
     for k, (tr, te) in enumerate(splits):
         log(f"fold {k + 1}/{len(splits)}: {len(tr)} train, {len(te)} test")
@@ -298,11 +298,15 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
         model, hist = train(cfg, images[tr], y[tr], len(names), groups[tr] if has_groups else None, log)
         fit_s.append(time.perf_counter() - t)
         t = time.perf_counter()
-        preds.append(predict_proba(model, images[te], cfg.batch_size).argmax(axis=1))
+        probas.append(predict_proba(model, images[te], cfg.batch_size))
+        preds.append(probas[-1].argmax(axis=1))
         pred_s.append(time.perf_counter() - t)
         histories.append(hist)
         log(f"fold {k + 1}: accuracy {np.mean(preds[-1] == y[te]):.3f} (fit {fit_s[-1]:.0f} s)")
-    res = ev.score_folds(cfg.name(), names, y, splits, preds, fit_s, pred_s, time.perf_counter() - t0, info)
+    res = ev.score_folds(cfg.name(), names, y, splits, preds, fit_s, pred_s, time.perf_counter() - t0, info,
+                         groups=groups if has_groups else None, probas=probas)
+    paths = ds.rel_paths()  # the predictions' rows are the dataset's records, as a cache's rows are
+    res["predictions"]["path"] = [paths[i] for i in res["predictions"]["row"]]
     res.update({"source": "finetune", "params": cfg.to_dict(), "engine": "keras", "n_jobs": 1, "pca": None,
                 "subject_norm": "none", "backbone": cfg.backbone, "dataset": ds.format, "n_images": len(ds),
                 "cache": "", "features": {"fine_tuned": True, "mode": cfg.mode, "weights": cfg.weights,

@@ -19,6 +19,8 @@ SETUP_KEYS = ("protocol", "protocol_description", "leaky", "seed", "n_folds", "n
               "dataset", "n_images", "subject_norm", "augmentation")
 ACCURACY_NOTE = ("accuracy % = correct / all test images, pooled over folds; fold std = std of the fold "
                  "accuracies; fit s, predict s = totals over folds")
+CI_HEADER = " [95 % CI]"
+VS_BEST = ("vs_best", "vs best")
 
 
 def _fmt(key: str, v: Any) -> str:
@@ -51,7 +53,29 @@ def row_label(r: dict, letter: str = "") -> str:
 
 def _columns(results: Sequence[dict]) -> list[tuple[str, str]]:
     mixed = len(set(setup_letters(results))) > 1
-    return [c for c in TABLE_COLUMNS if mixed or c[0] != "setup"]
+    cols = [c for c in TABLE_COLUMNS if mixed or c[0] != "setup"]
+    if any(r.get("accuracy_ci") for r in results):
+        cols = [(k, h + CI_HEADER if k == "accuracy" else h) for k, h in cols]
+    if any(r.get("vs_best") for r in results):
+        cols.insert([k for k, _ in cols].index("accuracy") + 1, VS_BEST)
+    return cols
+
+
+def _fmt_accuracy(r: dict) -> str:
+    """'72.8 [66.1, 79.0]': the pooled accuracy and its 95 % interval (where the result has one)."""
+    acc, ci = _fmt("accuracy", r.get("accuracy")), r.get("accuracy_ci")
+    return f"{acc} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else acc
+
+
+def _fmt_vs_best(v: dict | None) -> str:
+    """'best', '~ 0.41' (not distinguishable from the best), '= 1.00' (same predictions), '0.003', or '-'."""
+    if not v:
+        return "-"
+    if v["mark"] == "best":
+        return "best"
+    p = v["p"]
+    num = f"{p:.2f}" if p >= 0.01 else f"{p:.3f}" if p >= 0.001 else "<0.001"
+    return f"{v['mark']} {num}".strip()
 
 
 def table_rows(results: Sequence[dict]) -> list[list[str]]:
@@ -59,10 +83,21 @@ def table_rows(results: Sequence[dict]) -> list[list[str]]:
     for r, letter in zip(results, setup_letters(results)):
         cells = {k: _fmt(k, r.get(k)) for k, _ in TABLE_COLUMNS}
         cells["setup"], cells["classifier"] = letter, row_label(r)
+        cells["accuracy"], cells["vs_best"] = _fmt_accuracy(r), _fmt_vs_best(r.get("vs_best"))
         if r.get("n_folds") == 1:
             cells["accuracy_std"] = "-"  # one split: no spread to report
         rows.append([cells[k] for k, _ in _columns(results)])
     return rows
+
+
+def table_note(results: Sequence[dict]) -> str:
+    """The line under a table: the interval's method(s) and, with a ``vs best`` column, the test used."""
+    from .stats import vs_best_note
+
+    methods = list(dict.fromkeys(r["accuracy_ci_method"] for r in results if r.get("accuracy_ci_method")))
+    lines = [f"[95 % CI]: {'; '.join(methods)}"] if methods else []
+    note = vs_best_note(results)
+    return "\n".join(lines + ([note] if note else []))
 
 
 def text_table(results: Sequence[dict]) -> str:
@@ -72,7 +107,8 @@ def text_table(results: Sequence[dict]) -> str:
     w = [max(len(x) for x in col) for col in zip(head, *rows)]
     left = [k in LEFT_ALIGNED for k, _ in cols]
     line = lambda r: "  ".join(v.ljust(w[i]) if left[i] else v.rjust(w[i]) for i, v in enumerate(r)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * x for x in w]), *map(line, rows)])
+    note = table_note(results)
+    return "\n".join([line(head), line(["-" * x for x in w]), *map(line, rows), *([note] if note else [])])
 
 
 def markdown_table(results: Sequence[dict]) -> str:
@@ -80,7 +116,8 @@ def markdown_table(results: Sequence[dict]) -> str:
     out = ["| " + " | ".join(h for _, h in cols) + " |",
            "|" + "|".join("---" if k in LEFT_ALIGNED else "---:" for k, _ in cols) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
-    return "\n".join(out)
+    note = table_note(results)
+    return "\n".join(out + (["", *(f"{x}  " for x in note.splitlines())] if note else []))
 
 
 def _setup_lines(r: dict) -> list[str]:
@@ -164,14 +201,24 @@ def plot_confusion(result: dict, path: str | Path, setup: str = "") -> Path:
     return path
 
 
+def _whisker(r: dict) -> tuple[float, float]:
+    """(below, above) the accuracy in points: the 95 % interval, else ± fold std (older results), else 0."""
+    acc, ci = 100 * r["accuracy"], r.get("accuracy_ci")
+    if ci:
+        return max(0.0, acc - 100 * ci[0]), max(0.0, 100 * ci[1] - acc)
+    std = 100 * r.get("accuracy_std", 0) if r.get("n_folds", 1) > 1 else 0.0
+    return std, std
+
+
 def plot_bars(results: Sequence[dict], path: str | Path) -> Path:
-    """Pooled accuracy (± fold std) and total seconds per row; leaky rows red and hatched, setups lettered."""
+    """Pooled accuracy (whiskers: its 95 % interval, else ± fold std) and total seconds per row; leaky rows red
+    and hatched, setups lettered."""
     plt = _pyplot()
     letters = setup_letters(results)
     mixed = len(set(letters)) > 1
     names = [row_label(r, letter if mixed else "") for r, letter in zip(results, letters)]
     acc = [100 * r["accuracy"] for r in results]
-    err = [100 * r.get("accuracy_std", 0) if r.get("n_folds", 1) > 1 else 0 for r in results]
+    err = np.array([_whisker(r) for r in results]).T
     tsec = [r["fit_seconds"] + r["predict_seconds"] for r in results]
     leaky = [bool(r.get("leaky")) for r in results]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * len(names) + 1 + 0.15 * mixed * len(set(letters))),
@@ -183,7 +230,8 @@ def plot_bars(results: Sequence[dict], path: str | Path) -> Path:
             bar.set_hatch("//" if lk else "")
     a1.set_yticks(y, names)
     a1.invert_yaxis()
-    a1.set_xlabel("accuracy % (pooled over folds; whiskers ± std over folds)")
+    a1.set_xlabel("accuracy % (pooled over folds; whiskers: 95 % interval" +
+                  ("" if all(r.get("accuracy_ci") for r in results) else ", or ± fold std where none") + ")")
     a1.set_xlim(0, 100)
     a2.set_xlabel("fit + predict seconds (totals over folds)")
     firsts = {letter: r for r, letter in reversed(list(zip(results, letters)))}
@@ -227,23 +275,43 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Cla
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         keys = ["classifier", "source", "protocol", "protocol_description", "leaky", "backbone", "features",
-                "dataset", "accuracy", "accuracy_fold_mean", "accuracy_std", "macro_f1", "fit_seconds",
-                "predict_seconds", "n_train", "n_test", "n_folds", "engine"]
+                "dataset", "accuracy", "accuracy_ci_lo", "accuracy_ci_hi", "accuracy_ci_method",
+                "accuracy_fold_mean", "accuracy_std", "vs_best_mark", "vs_best_p", "vs_best_test", "macro_f1",
+                "fit_seconds", "predict_seconds", "n_train", "n_test", "n_folds", "engine"]
         w.writerow(["setup", *keys])
         for r, letter in zip(results, letters):
             row = {**r, "leaky": bool(r.get("leaky")), "features": json.dumps(r.get("features", {}), sort_keys=True)}
+            ci, vb = r.get("accuracy_ci") or ["", ""], r.get("vs_best") or {}
+            row.update(accuracy_ci_lo=ci[0], accuracy_ci_hi=ci[1], vs_best_mark=vb.get("mark", ""),
+                       vs_best_p="" if vb.get("p") is None else vb["p"], vs_best_test=vb.get("test") or "")
             w.writerow([letter, *(row.get(k, "") for k in keys)])
     pngs = []
     for r, letter in zip(results, letters):
         safe = (r["classifier"].replace("/", "_") + ("_finetuned" if is_finetuned(r) else "")
                 + (f"_{letter}" if mixed else ""))
         pngs.append(plot_confusion(r, out / f"confusion_{safe}.png", letter if mixed else ""))
+        if r.get("predictions"):
+            write_predictions(r, out / f"predictions_{safe}.csv")
     plot_bars(results, out / "accuracy_time.png")
     md = [f"# {title}", "", "```", protocol_header(results), "```", "", markdown_table(results), "",
           "![accuracy and time](accuracy_time.png)", ""]
     md += [f"![{p.stem}]({p.name})" for p in pngs]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"
+
+
+def write_predictions(r: dict, path: str | Path) -> Path:
+    """One row per test image (per fold it is tested in): cache row, path, subject, true and predicted label,
+    fold, and p_<label> columns where the model gives class probabilities."""
+    p, labels = r["predictions"], r["labels"]
+    proba = p.get("proba")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "path", "subject", "true", "pred", "fold", *([f"p_{x}" for x in labels] if proba else [])])
+        for i in range(len(p["row"])):
+            w.writerow([p["row"][i], p["path"][i], p["subject"][i], labels[p["true"][i]], labels[p["pred"][i]],
+                        p["fold"][i], *(proba[i] if proba else [])])
+    return Path(path)
 
 
 def _version(module: str, dist: str) -> str:

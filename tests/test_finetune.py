@@ -101,6 +101,10 @@ def test_run_save_and_predict(tiny_two_class, tmp_path):
         assert key in r
     assert r["engine"] == "keras" and r["n_folds"] == 2 and np.sum(r["confusion_matrix"]) == 24
     json.dumps({k: v for k, v in r.items() if k != "training_history"})  # JSON-ready
+    p = r["predictions"]  # per image, with paths and probabilities, as classify's (so significance pairs them)
+    assert r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1] and len(p["row"]) == 24
+    assert sorted(p["path"]) == sorted(str(x.relative_to(tiny_two_class)) for x in tiny_two_class.rglob("img*"))
+    assert np.array(p["proba"]).shape == (24, 2)
 
     path = F.save(tmp_path / "m.keras", tiny_two_class, F.FinetuneConfig(mode="head", **TINY), progress=False,
                   log=lambda m: None)

@@ -51,12 +51,12 @@ def test_headline_accuracy_is_pooled_over_folds_and_labelled():
     assert r["accuracy"] == r["accuracy_pooled"] == pytest.approx(0.6)  # 6 of 10 test images
     assert r["accuracy_fold_mean"] == pytest.approx(0.75) and r["fold_accuracies"] == [1.0, 0.5]
     assert r["accuracy_std"] == pytest.approx(0.25) and "pooled" in r["accuracy_definition"]
-    head, _, row = R.text_table([r]).splitlines()
+    head, _, row, note = R.text_table([r]).splitlines()  # the note: the 95 % interval's method
     assert "accuracy % (pooled)" in head and "fit s (total)" in head and "predict s (total)" in head
     assert "60.0" in row and "25.0" in row
     one = ev.score_folds("lda", ["a", "b"], y, splits[1:], preds[1:], [1.0], [0.1], 1.0, info)
     cells = R.text_table([one]).splitlines()[2].split()
-    assert cells[cells.index("50.0") + 1] == "-"  # no fold std with one split (was "0.0")
+    assert cells[cells.index("50.0") + 3] == "-"  # no fold std with one split (was "0.0"); after "[lo, hi]"
     assert "pooled" in R.protocol_header([r])
 
 
