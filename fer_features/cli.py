@@ -440,16 +440,16 @@ def _add_significance(sub) -> None:
 
 
 def _cmd_significance(a) -> int:
-    from . import stats
+    from . import significance as sig
 
     if a.resamples < 100:
         raise ValueError(f"--resamples must be at least 100, got {a.resamples}")
-    ra, rb = stats.load_result(a.a, a.a_classifier), stats.load_result(a.b, a.b_classifier)
-    d = stats.significance(ra, rb, n_resamples=a.resamples, seed=a.seed)
+    ra, rb = sig.load_result(a.a, a.a_classifier), sig.load_result(a.b, a.b_classifier)
+    d = sig.significance(ra, rb, n_resamples=a.resamples, seed=a.seed)
     if a.json:
         print(json.dumps({**d, "files": [a.a, a.b]}))
     else:
-        print(stats.format_significance(d, (a.a, a.b)))
+        print(sig.format_significance(d, (a.a, a.b)))
     return 0
 
 
