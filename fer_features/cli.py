@@ -512,6 +512,9 @@ def _add_finetune(sub) -> None:
                 "--image-size 112 --protocol group-kfold --folds 5 --json"))
     p.add_argument("--data", required=True, help="dataset folder or FER2013 CSV (as for extract)")
     p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout (as for extract)")
+    p.add_argument("--subject-pattern", default=None, metavar="REGEX",
+                   help="subject id of each image from its file name or relative path (as for extract): "
+                   "makes protocol auto subject-grouped on data of your own")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="see: python -m fer_features backbones")
     p.add_argument("--weights", default="imagenet", help="imagenet or a weights file (scratch ignores it)")
     p.add_argument("--mode", default="top", choices=MODES, help="what is trained: see modes above")
@@ -555,10 +558,12 @@ def _cmd_finetune(a) -> int:
                            dropout=a.dropout, patience=a.patience, augment=aug, preprocess=a.preprocess,
                            face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, seed=a.seed)
     if a.save:
-        path = F.save(a.save, a.data, cfg, format=a.format, progress=not a.no_progress)
+        path = F.save(a.save, a.data, cfg, format=a.format, progress=not a.no_progress,
+                      subject_pattern=a.subject_pattern)
         print(f"model saved: {path}")
         return 0
     r = F.run(a.data, cfg, a.protocol, format=a.format, folds=a.folds, test_size=a.test_size,
+              subject_pattern=a.subject_pattern,
               test_split=a.test_split, progress=not a.no_progress)
     if a.report_dir:
         from .reports import write_report

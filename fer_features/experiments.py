@@ -41,6 +41,15 @@ def _features_line(cache) -> str:
             f"pooling {s.get('pooling')}, preprocess {s.get('preprocess')}, face crop {s.get('face_crop')}")
 
 
+def _without_predictions(obj):
+    """The results without their per-image ``predictions`` (they would make the committed reports megabytes)."""
+    if isinstance(obj, dict):
+        return {k: _without_predictions(v) for k, v in obj.items() if k != "predictions"}
+    if isinstance(obj, (list, tuple)):
+        return [_without_predictions(v) for v in obj]
+    return obj
+
+
 def _header(title: str, command: str, seconds: float, extra: list[str]) -> list[str]:
     from .reports import machine_info
 
@@ -221,6 +230,6 @@ def run_experiment(name: str, *, data_root: str | Path = "../shared/datasets", o
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(md) + "\n")
     (out / f"{name}.json").write_text(json.dumps({"experiment": name, "seconds": seconds, "options": options,
-                                                  "results": payload}, indent=1, default=str))
+                                                  "results": _without_predictions(payload)}, indent=1, default=str))
     tmp.replace(path)
     return path

@@ -252,11 +252,19 @@ def predict_proba(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray
 
 
 # -- whole runs -----------------------------------------------------------------------------------------
-def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool = True):
+def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool = True,
+                subject_pattern: str | None = None):
     """(dataset, uint8 images N x S x S x 3) through the same preprocessing as extract."""
     from .datasets import Dataset, load_dataset
 
-    ds = data if isinstance(data, Dataset) else load_dataset(data, format)
+    if isinstance(data, Dataset):
+        ds = data
+        if subject_pattern:
+            from .subjects import apply_subject_pattern
+
+            ds = apply_subject_pattern(ds, subject_pattern, ds.root)
+    else:
+        ds = load_dataset(data, format, subject_pattern=subject_pattern)
     ds.require_classes()
     prep = preprocessor(cfg.extraction())
     it = range(len(ds))
@@ -276,12 +284,13 @@ def _targets(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "auto", folds: int = 10,
-        test_size: float = 0.1, test_split: str | None = None, progress: bool = True, log=None) -> dict[str, Any]:
+        test_size: float = 0.1, test_split: str | None = None, progress: bool = True, log=None,
+        subject_pattern: str | None = None) -> dict[str, Any]:
     """Fine-tune and test on every fold of ``protocol``; returns a result dict with ``evaluate``'s keys."""
     from . import evaluation as ev
 
     log = log or (lambda m: print(m, file=sys.stderr))
-    ds, images = load_images(data, cfg, format, progress)
+    ds, images = load_images(data, cfg, format, progress, subject_pattern)
     names = ds.label_names
     y, groups, split = _targets(ds)
     has_groups = ev._has_groups(groups)
@@ -317,14 +326,14 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
 
 
 def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", progress: bool = True,
-         log=None) -> Path:
+         log=None, subject_pattern: str | None = None) -> Path:
     """Train on all images (or the training split) and save a .keras model with labels and preprocessing."""
     from .evaluation import _has_groups, make_splits
 
     path = Path(path)
     if path.suffix != ".keras":  # before the training, not after it
         raise ValueError(f"{path}: a fine-tuned model is saved as .keras")
-    ds, images = load_images(data, cfg, format, progress)
+    ds, images = load_images(data, cfg, format, progress, subject_pattern)
     names = ds.label_names
     y, groups, split = _targets(ds)
     idx = np.arange(len(y))

@@ -129,3 +129,14 @@ def test_same_seed_same_model(tiny_two_class):
     y = np.array([ds.label_names.index(r.label) for r in ds.records])
     p = [F.predict_proba(F.train(cfg, images, y, 2, log=lambda m: None)[0], images) for _ in range(2)]
     assert np.array_equal(p[0], p[1])
+
+
+def test_subject_pattern_reaches_finetune(tiny_two_class):
+    """finetune --subject-pattern: the user's own data gets subject ids, so protocol auto groups by subject."""
+    ds, _ = F.load_images(tiny_two_class, F.FinetuneConfig(**TINY), progress=False,
+                          subject_pattern=r"^img(?P<subject>\d)")
+    assert ds.subjects == [str(i) for i in range(10)]  # img0..img11: the first digit
+    from fer_features.cli import build_parser
+
+    a = build_parser().parse_args(["finetune", "--data", str(tiny_two_class), "--subject-pattern", "^img(\\d)"])
+    assert a.subject_pattern == "^img(\\d)"
