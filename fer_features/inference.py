@@ -474,7 +474,7 @@ def format_summary(summary) -> str:
     return "\n".join(lines)
 
 
-def plot_shares(summary, folder: str | Path) -> list[Path]:
+def plot_shares(summary, folder: str | Path, window: float = 10.0) -> list[Path]:
     """One small PNG per video: label shares per time window (stacked areas)."""
     import matplotlib
 
@@ -490,7 +490,8 @@ def plot_shares(summary, folder: str | Path) -> list[Path]:
         if g.empty:
             continue
         fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-        ax.stackplot(g["window_start"].to_numpy(), *[g[lab].to_numpy() for lab in labels], labels=labels,
+        x = np.append(g["window_start"].to_numpy(), g["window_start"].iloc[-1] + window)  # the last window's end
+        ax.stackplot(x, *[np.append(g[lab].to_numpy(), g[lab].iloc[-1]) for lab in labels], labels=labels,
                      step="post")
         ax.set_xlabel("time (s, window start)")
         ax.set_ylabel("share of faces")
@@ -565,7 +566,7 @@ def main(a) -> int:
             print(format_summary(summ) if len(summ) else "no video faces to summarise (label shares)",
                   file=sys.stderr)
         if a.plot:
-            for path in plot_shares(summ, a.plot):
+            for path in plot_shares(summ, a.plot, a.window):
                 print(f"plot: {path}", file=sys.stderr)
     errors = df[df["error"].str.len().astype(bool) & ~df["error"].str.startswith(NO_FACE)]
     n_sources = df["source"].nunique()
