@@ -144,13 +144,14 @@ def test_no_face_is_one_row_saying_so(hog_model, tmp_path):
 def test_video_rows_per_sampled_frame_and_annotations(hog_model, video, tmp_path):
     ann = tmp_path / "ann"
     p = run_cli("predict", "--model", hog_model, video, "--every", "5", "--annotate", ann, "--no-progress",
-                "--output", tmp_path / "out.json", "--summary")
+                "--output", tmp_path / "out.json", "--summary", "--window", "1", "--plot", tmp_path / "plots")
     assert p.returncode == 0, p.stderr[-3000:]
     rows = json.loads((tmp_path / "out.json").read_text())
     assert [r["frame"] for r in rows] == [0, 5, 10, 15]
     assert [r["time_s"] for r in rows] == pytest.approx([0.0, 0.5, 1.0, 1.5])
     assert all(r["label"] and r["w"] > 50 for r in rows)
-    assert "label shares" in p.stderr
+    assert "label shares" in p.stderr and "1 s" in p.stderr  # overall and per 1-second window
+    assert (tmp_path / "plots" / "clip_shares.png").stat().st_size > 1000
     vids = list(ann.glob("*.mp4"))
     assert len(vids) == 1
     cap = cv2.VideoCapture(str(vids[0]))
