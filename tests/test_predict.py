@@ -203,3 +203,50 @@ def test_dataframe_api(hog_model, two_faces, video):
     vid = df[df.source == str(video)]
     assert list(vid.frame) == [0, 10] and list(vid.time_s) == pytest.approx([0.0, 1.0])
     assert df.error.eq("").all()
+
+
+def _same_as_extraction(model_path, files, atol):
+    """predict's probabilities for single-face images == the classifier on FeatureExtractor's own features."""
+    import fer_features
+    from fer_features.datasets import read_image
+    from fer_features.extract import FeatureExtractor
+    from fer_features.models import load_model
+
+    bundle = load_model(model_path)
+    fx = FeatureExtractor(**bundle["extraction"])
+    want = bundle["pipeline"].predict_proba(fx.fit().transform([read_image(f) for f in files]))
+    df = fer_features.predict(bundle, files, progress=False)
+    assert list(df.face) == [0] * len(files)
+    got = df[[f"p_{lab}" for lab in bundle["label_names"]]].to_numpy(float)
+    np.testing.assert_allclose(got, want, atol=atol)
+    return bundle, df
+
+
+def test_each_face_embedded_as_in_training_hog(hog_model, jaffe):
+    _same_as_extraction(hog_model, [jaffe / n for n in JAFFE_PICKS], atol=1e-6)
+
+
+def test_default_cnn_model(jaffe, two_faces, tmp_path):
+    """The default backbone (96 px to keep it short): the same features as extraction, two faces, two rows."""
+    import fer_features
+    from fer_features.classifiers import make_classifier
+    from fer_features.datasets import read_image
+    from fer_features.extract import FeatureExtractor
+    from fer_features.models import EXTRACTION_KEYS, save_model
+
+    by_expr: dict[str, list[Path]] = {}
+    for f in sorted(jaffe.glob("*.tiff")):
+        by_expr.setdefault(f.name.split(".")[1][:2], []).append(f)
+    files = [f for fs in by_expr.values() for f in fs[:6]]
+    labels = sorted(by_expr)
+    y = [labels.index(f.name.split(".")[1][:2]) for f in files]
+    fx = FeatureExtractor(image_size=96)
+    X = fx.fit().transform([read_image(f) for f in files])
+    pipe = make_classifier("linear_svm", engine="sklearn", probability=True).fit(X, y)
+    ext = {k: v for k, v in fx.settings().items() if k in EXTRACTION_KEYS}
+    ext["weights"] = "imagenet"
+    path = save_model(tmp_path / "cnn.skops", pipe, labels, ext, {})
+    _same_as_extraction(path, [jaffe / n for n in JAFFE_PICKS], atol=1e-5)
+    df = fer_features.predict(path, [two_faces, jaffe / JAFFE_PICKS[0], jaffe / JAFFE_PICKS[1]], progress=False)
+    assert list(df.face[df.source == str(two_faces)]) == [0, 1]
+    assert list(df.label[df.source == str(two_faces)]) == list(df.label[df.source != str(two_faces)])
