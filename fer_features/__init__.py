@@ -3,6 +3,7 @@
 Public API (imported lazily, so ``import fer_features`` does not load TensorFlow)::
 
     from fer_features import FeatureExtractor, extract_dataset, load_cache, load_dataset, create_backbone
+    df = predict("model.skops", ["photos/", "interview.mp4"], fps=2)  # one row per face
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _LAZY = {
     "load_dataset": ("datasets", "load_dataset"),
     "create_backbone": ("backbones", "create"),
     "list_backbones": ("backbones", "list_backbones"),
+    "predict": ("inference", "predict"),
 }
 
 

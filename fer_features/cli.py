@@ -601,42 +601,22 @@ def _cmd_classifiers(a) -> int:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", formatter_class=_Fmt, help="predict expressions of images with a saved model",
-                       description="Embed images with the model's extraction settings and print one row per "
-                                   "image: path, predicted label, probability per class (CSV or --json).")
-    p.add_argument("--model", required=True, help="model saved by classify --save (.skops) or finetune --save (.keras)")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass of the network")
-    p.add_argument("--weights", default=None, help="override the backbone weights file recorded in the model")
+    from .inference import add_arguments
+
+    p = sub.add_parser("predict", formatter_class=_Fmt,
+                       help="predict expressions in images and videos with a saved model",
+                       description="Detect every face with the model's own face-crop settings, embed each as in "
+                                   "training and print one row per face: source, frame and time (videos), face "
+                                   "index, box, detector score, label, probability per class, error (CSV, or "
+                                   "--output FILE). Exit 1 when no input could be read.")
+    add_arguments(p)
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(a) -> int:
-    import csv
+    from .inference import main as predict_main
 
-    from .models import expand_inputs, load_model, predict_images
-
-    bundle = load_model(a.model)
-    paths = expand_inputs(a.inputs)
-    if not paths:
-        raise ValueError("no images given")
-    rows = predict_images(bundle, paths, batch_size=a.batch_size, weights=a.weights)
-    labels = bundle["label_names"]
-    if a.json:
-        for r in rows:
-            print(json.dumps(r))
-    else:
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["path", "label", *[f"p_{lab}" for lab in labels], "error"])
-        for r in rows:
-            probs = r.get("probabilities") or {}
-            w.writerow([r["path"], r["label"] or "", *[f"{probs[lab]:.4f}" if lab in probs else "" for lab in labels],
-                        r["error"]])
-    n_err = sum(1 for r in rows if r["error"])
-    if n_err:
-        print(f"{n_err} of {len(rows)} image(s) could not be read", file=sys.stderr)
-    return 0
+    return predict_main(a)
 
 
 def _version() -> str:

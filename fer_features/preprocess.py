@@ -230,22 +230,50 @@ class FaceDetector:
 
     def detect(self, img: np.ndarray) -> FaceBox | None:
         """The largest face in ``img`` (uint8 grey, RGB or RGBA), or None."""
+        boxes = self._find(img, every=False)
+        return boxes[0] if boxes else None
+
+    def detect_all(self, img: np.ndarray, *, min_face: float | None = None) -> list[FaceBox]:
+        """Every face in ``img``, sorted left to right (then top to bottom); [] when none.
+
+        The same search as :meth:`detect` (upscaling of small images, the padded retry when nothing is
+        found), keeping all detections at least ``min_face`` (default: the detector's) of the image's short
+        side. ``score``: Haar's level weight of the final cascade stage (OpenCV ``detectMultiScale3``; higher
+        is surer, not a probability), MTCNN's confidence. The largest box is the one :meth:`detect` returns.
+        """
+        return self._find(img, every=True, min_face=min_face)
+
+    def _find(self, img: np.ndarray, *, every: bool, min_face: float | None = None) -> list[FaceBox]:
         grey = to_grey(img)
         h, w = grey.shape
         scale = max(1.0, self.min_side / min(h, w))
         if scale > 1:
             grey = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
-        find = self._detect_haar if self.method == "haar" else self._detect_mtcnn
-        box, offset = find(grey), 0
-        if box is None and self.method == "haar" and self.pad > 0:
+        mf = self.min_face if min_face is None else float(min_face)
+        find = self._detect_haar_all if self.method == "haar" else self._detect_mtcnn_all
+        if not every:  # the single-face path of extraction: exactly what it always did
+            find = self._detect_haar if self.method == "haar" else self._detect_mtcnn
+
+            def run(g, min_ref=None):
+                b = find(g, min_ref)
+                return [] if b is None else [b]
+        else:
+            def run(g, min_ref=None):
+                return find(g, min_ref, mf)
+        boxes, offset = run(grey), 0
+        if not boxes and self.method == "haar" and self.pad > 0:
             offset = max(1, int(round(self.pad * min(grey.shape))))
             padded = cv2.copyMakeBorder(grey, offset, offset, offset, offset, cv2.BORDER_REPLICATE)
-            box = find(padded, min_ref=min(grey.shape))
-        if box is None:
-            return None
-        if scale == 1 and offset == 0:
-            return box
+            boxes = run(padded, min(grey.shape))
+        if scale != 1 or offset != 0:
+            boxes = [self._unmap(b, scale, offset) for b in boxes]
+        if every:
+            boxes.sort(key=lambda b: (b.x, b.y))
+        return boxes
 
+    @staticmethod
+    def _unmap(box: FaceBox, scale: float, offset: int) -> FaceBox:
+        """A box found on the upscaled / padded grey copy, in the input's pixel coordinates."""
         def pt(x: float, y: float) -> tuple[float, float]:
             return ((x - offset) / scale, (y - offset) / scale)
 
@@ -265,21 +293,42 @@ class FaceDetector:
         x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
         return FaceBox(int(x), int(y), int(w), int(h))
 
-    def _detect_mtcnn(self, grey: np.ndarray, min_ref: int | None = None) -> FaceBox | None:
+    def _detect_haar_all(self, grey: np.ndarray, min_ref: int | None, min_face: float) -> list[FaceBox]:
+        m = max(20, int(min_face * (min_ref or min(grey.shape))))
+        faces, _levels, weights = self._haar().detectMultiScale3(
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(m, m),
+            outputRejectLevels=True)
+        weights = np.asarray(weights, dtype=float).ravel()
+        return [FaceBox(int(x), int(y), int(w), int(h), float(weights[i]) if i < len(weights) else float("nan"))
+                for i, (x, y, w, h) in enumerate(np.asarray(faces).reshape(-1, 4))]
+
+    @staticmethod
+    def _mtcnn_results(grey: np.ndarray) -> list[dict]:
         detector = _shared_mtcnn()
         with _MTCNN_LOCK:
             res = detector.detect_faces(to_rgb(grey))
         if res and isinstance(res[0], list):  # some versions wrap a single image's result
             res = res[0]
-        if not res:
-            return None
-        best = max(res, key=lambda r: float(r["box"][2]) * float(r["box"][3]))
-        x, y, w, h = (int(round(float(v))) for v in best["box"])
-        kp = best.get("keypoints") or {}
+        return list(res or [])
+
+    @staticmethod
+    def _mtcnn_box(r: dict) -> FaceBox:
+        x, y, w, h = (int(round(float(v))) for v in r["box"])
+        kp = r.get("keypoints") or {}
         le, re_ = kp.get("left_eye"), kp.get("right_eye")
-        return FaceBox(x, y, max(1, w), max(1, h), float(best.get("confidence", 1.0)),
+        return FaceBox(x, y, max(1, w), max(1, h), float(r.get("confidence", 1.0)),
                        (float(le[0]), float(le[1])) if le is not None else None,
                        (float(re_[0]), float(re_[1])) if re_ is not None else None)
+
+    def _detect_mtcnn(self, grey: np.ndarray, min_ref: int | None = None) -> FaceBox | None:
+        res = self._mtcnn_results(grey)
+        if not res:
+            return None
+        return self._mtcnn_box(max(res, key=lambda r: float(r["box"][2]) * float(r["box"][3])))
+
+    def _detect_mtcnn_all(self, grey: np.ndarray, min_ref: int | None, min_face: float) -> list[FaceBox]:
+        m = min_face * (min_ref or min(grey.shape))
+        return [b for b in map(self._mtcnn_box, self._mtcnn_results(grey)) if max(b.w, b.h) >= m]
 
 
 # -- crop and align ------------------------------------------------------------------------------------
@@ -401,9 +450,21 @@ class Preprocessor:
             box = self.detector.detect(img)
             found = box is not None
             if box is not None:
-                img = crop_face(img, box, float(self.config.face_margin), align=bool(self.config.align))
+                img = self.crop(img, box)
+        return self.finish(img), found
+
+    def crop(self, img: np.ndarray, box: FaceBox) -> np.ndarray:
+        """The crop of one detected face with this pipeline's margin and alignment (what ``__call__`` does
+        with the largest face); feed the result to :meth:`finish`."""
+        return crop_face(img, box, float(self.config.face_margin), align=bool(self.config.align))
+
+    def finish(self, img: np.ndarray) -> np.ndarray:
+        """The steps after the crop: intensity equalisation, grey to RGB, resize -> HxWx3 uint8."""
+        img = _as_uint8(img)
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[..., :3]
         img = equalize(img, self.config.intensity)
         size = int(self.config.image_size)
         if img.shape[0] >= size and img.shape[1] >= size:  # shrinking (INTER_AREA) a grey image before making
-            return to_rgb(resize(img, size)), found          # it RGB: a third of the work, the same pixels
-        return resize(to_rgb(img), size), found  # enlarging: INTER_CUBIC's SIMD rounding differs per channel count
+            return to_rgb(resize(img, size))                 # it RGB: a third of the work, the same pixels
+        return resize(to_rgb(img), size)  # enlarging: INTER_CUBIC's SIMD rounding differs per channel count

@@ -193,7 +193,8 @@ def test_cli_classify_json_compare_report_and_predict(tmp_path, jaffe_dir):
     rows = [json.loads(line) for line in p.stdout.strip().splitlines()]
     assert len(rows) == 4 and rows[-1]["error"] and "broken.png" in rows[-1]["error"]
     for row in rows[:3]:
-        assert row["label"] in r["labels"] and abs(sum(row["probabilities"].values()) - 1) < 1e-6
+        assert row["label"] in r["labels"] and row["face"] == 0 and row["w"] > 50  # one face per JAFFE image
+        assert abs(sum(v for k, v in row.items() if k.startswith("p_")) - 1) < 1e-6
 
 
 def test_cli_errors_exit_2(tmp_path):

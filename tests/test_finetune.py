@@ -117,7 +117,8 @@ def test_run_save_and_predict(tiny_two_class, tmp_path):
     p = subprocess.run([sys.executable, "-m", "fer_features", "predict", "--model", path, *files], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.splitlines()[0].startswith("path,label,p_happy,p_sad")
+    assert p.stdout.splitlines()[0] == "source,frame,time_s,face,x,y,w,h,score,label,p_happy,p_sad,error"
+    assert [line.split(",")[9] for line in p.stdout.splitlines()[1:]] == ["happy", "happy", "sad", "sad"]
 
 
 def test_same_seed_same_model(tiny_two_class):
