@@ -5,7 +5,9 @@
 For JAFFE (leave-one-subject-out) and CK+48 (subject-grouped 10-fold), every feature configuration is
 extracted into the cache (a re-run is a cache hit) and scored with the SAME classifier on the SAME folds,
 without and with identity normalisation (``--subject-norm center``; ``neutral`` on JAFFE, which has
-neutral images). Writes a markdown table with the machine, versions and run time.
+neutral images). Writes a markdown table with the machine, versions and run time. Every accuracy carries its
+95 % interval (cluster bootstrap over subjects), and every row is tested against the DEFAULT row on the same
+test images (paired cluster bootstrap over subjects): which differences are within noise is computed, not eyed.
 """
 from __future__ import annotations
 
@@ -123,6 +125,52 @@ def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
     return out
 
 
+def _vs_default(results, table, configs) -> dict[tuple[int, str], dict]:
+    """Paired test of every row against the DEFAULT row of its dataset (same images and folds)."""
+    from fer_features.stats import paired_test
+
+    out = {}
+    for ds, _, _ in DATASETS:
+        d = _default_row(table, configs, ds)
+        if d is None:
+            continue
+        out[(d, ds)] = {"default": True}
+        for i, _ in configs:
+            if i != d and (i, ds) in results:
+                out[(i, ds)] = paired_test(results[(i, ds)], results[(d, ds)])
+    return out
+
+
+def _p_cell(t: dict | None) -> str:
+    if t is None:
+        return ""
+    if t.get("default"):
+        return "default"
+    p = "<0.001" if t["p"] < 0.001 else f"{t['p']:.3f}"
+    return ("~ " if t["p"] >= 0.05 else "") + p
+
+
+def _noise_lines(tests, table, configs) -> list[str]:
+    """Which rows are within noise of the default, and which differ, per dataset (from the paired tests)."""
+    out = ["", "## Which differences are real (paired tests against the default row)", ""]
+    labels = dict(configs)
+    for ds, name in (("jaffe", "JAFFE LOSO"), ("ckplus48", "CK+48 10-fold")):
+        rows = [(i, t) for (i, d), t in sorted(tests.items()) if d == ds and not t.get("default")]
+        if not rows:
+            continue
+        same = [i for i, t in rows if t["p"] >= 0.05]
+        better = [i for i, t in rows if t["p"] < 0.05 and t["diff"] > 0]
+        worse = [i for i, t in rows if t["p"] < 0.05 and t["diff"] < 0]
+        fmt = lambda ids: ", ".join(str(i) for i in ids) or "none"  # noqa: E731
+        out.append(f"- {name}: not distinguishable from the default (p >= 0.05): rows {fmt(same)}; "
+                   f"significantly better: {fmt(better)}; significantly worse: {fmt(worse)}.")
+        for i in better:
+            t = tests[(i, ds)]
+            out.append(f"  - row {i} ({labels[i]}): {100 * t['diff']:+.1f} points "
+                       f"[{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}], p {t['p']:.3f}.")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default="../shared/datasets")
@@ -144,6 +192,7 @@ def main(argv=None) -> int:
         keep = {int(x) for x in a.only.split(",")}
         configs = [(i, c) for i, c in configs if i in keep]
     table: dict[tuple[int, str], dict] = {}
+    results: dict[tuple[int, str], dict] = {}
     for ds, protocol, norms in DATASETS:
         data = Path(a.data_root) / ds
         for i, (label, opts) in configs:
@@ -155,9 +204,12 @@ def main(argv=None) -> int:
                    "images_per_second": float(cache.attrs.get("images_per_second", 0.0)),
                    "no_face": int(cache.attrs.get("n_no_face", 0)), "settings": cache.settings, "path": str(path)}
             for norm in norms:
-                res, _ = ev.run(cache, [a.clf], protocol, engine=a.engine, subject_norm=norm)
+                res, _ = ev.run(cache, [a.clf], protocol, engine=a.engine, subject_norm=norm, progress=False)
                 row[norm] = res[0]["accuracy_pooled"]
+                row[f"{norm}_ci"] = res[0]["accuracy_ci"]
                 row["protocol"] = res[0]["protocol_description"]
+                if norm == "none":
+                    results[(i, ds)] = res[0]  # with its per-image predictions, for the paired tests
             table[(i, ds)] = row
             print(f"{ds:<9} {i:>2} {label:<58} {row['dim']:>6}-d  " +
                   "  ".join(f"{n} {100 * row[n]:5.1f}" for n in norms) + f"  ({time.perf_counter() - t:.0f} s)",
@@ -169,7 +221,10 @@ def main(argv=None) -> int:
           f"Machine: {machine_info([('tensorflow', 'TensorFlow'), ('sklearn', 'scikit-learn'), ('numpy', 'numpy')])}.",
           f"Run time: {wall / 60:.1f} min for everything below (extraction included; a re-run hits the cache).",
           f"Classifier for every row: `{a.clf}` (engine {a.engine}), standardised features, same folds per dataset.",
-          "Accuracy = correct / all images, pooled over the folds.", "",
+          "Accuracy = correct / all images, pooled over the folds, with its 95 % interval (cluster bootstrap over "
+          "subjects, 2000 resamples). `p vs default`: paired cluster bootstrap over subjects of the accuracy "
+          "difference against the DEFAULT row on the same images and folds; `~` = not distinguishable from the "
+          "default (p >= 0.05).", "",
           "- JAFFE: leave-one-subject-out, 10 subjects, 213 images.",
           "- CK+48: subject-grouped stratified 10-fold, 118 subjects, 981 images.",
           "- `center`: each subject's mean feature subtracted (test subjects: from their unlabelled test images).",
@@ -179,17 +234,24 @@ def main(argv=None) -> int:
           "whole image where no face is found. MTCNN: the `mtcnn` package's box; eye-aligned: rotated about the "
           "eyes' midpoint so that MTCNN's eye landmarks are level. flip-average: features averaged with the mirror "
           "image's.", "",
-          "| # | features | dim | JAFFE LOSO | JAFFE center | JAFFE neutral | CK+48 10-fold | CK+48 center |",
-          "|---:|---|---:|---:|---:|---:|---:|---:|"]
+          "| # | features | dim | JAFFE LOSO | p vs default | JAFFE center | JAFFE neutral | CK+48 10-fold | "
+          "p vs default | CK+48 center |",
+          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cell(i, ds, norm):
         r = table.get((i, ds))
-        return "" if r is None or norm not in r else f"{100 * r[norm]:.1f}"
+        if r is None or norm not in r:
+            return ""
+        lo, hi = r[f"{norm}_ci"]
+        return f"{100 * r[norm]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
+    tests = _vs_default(results, table, configs)
     for i, (label, _) in configs:
         dim = (table.get((i, "jaffe")) or table.get((i, "ckplus48")) or {}).get("dim", "")
-        md.append(f"| {i} | {label} | {dim} | {cell(i, 'jaffe', 'none')} | {cell(i, 'jaffe', 'center')} | "
-                  f"{cell(i, 'jaffe', 'neutral')} | {cell(i, 'ckplus48', 'none')} | {cell(i, 'ckplus48', 'center')} |")
+        md.append(f"| {i} | {label} | {dim} | {cell(i, 'jaffe', 'none')} | {_p_cell(tests.get((i, 'jaffe')))} | "
+                  f"{cell(i, 'jaffe', 'center')} | {cell(i, 'jaffe', 'neutral')} | {cell(i, 'ckplus48', 'none')} | "
+                  f"{_p_cell(tests.get((i, 'ckplus48')))} | {cell(i, 'ckplus48', 'center')} |")
+    md += _noise_lines(tests, table, configs)
 
     # goals of issue 4, checked on the numbers above
     def best(ds, norm, pred):
