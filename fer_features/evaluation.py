@@ -2,7 +2,8 @@
 
 Protocols: ``holdout`` (stratified), ``kfold`` (stratified), ``group-kfold`` (subject-independent,
 stratified where possible), ``loso`` (leave one subject out), ``official`` (the dataset's own split), and
-``augment-then-split`` (the seed papers' LEAKY protocol: augment everything, then a random holdout split).
+``augment-then-split`` (the seed papers' LEAKY protocol: augment everything, then a random holdout split),
+and ``cross-dataset`` (train on all of one cache, test on all of another: ``cross_dataset.py``).
 Augmentation (``augment.py``) otherwise adds copies of each fold's training images only.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import classifiers as clfs
 
-PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split")
+PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split", "cross-dataset")
 LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
 ACCURACY_DEFINITION = "correct / all test images, pooled over folds"
@@ -149,6 +150,9 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
         splits = list(LeaveOneGroupOut().split(idx, y, groups))
     elif protocol == LEAKY_PROTOCOL:
         raise ProtocolError(f"protocol {LEAKY_PROTOCOL!r} needs augmentation (--copies N or --balance N)")
+    elif protocol == "cross-dataset":
+        raise ProtocolError("protocol 'cross-dataset' needs a test cache (--test-cache B.h5; "
+                            "evaluation.run(..., test_cache=...))")
     elif protocol == "official":
         if split is None:
             raise ProtocolError("protocol 'official' needs a dataset split")
@@ -452,18 +456,29 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         test_split: str | None = None, seed: int = 0, engine: str = clfs.DEFAULT_ENGINE,
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
         subject_norm: str = "none", augment=None, copies: int = 0, balance: int | str | None = None,
-        progress: bool = True, on_result=None) -> tuple[list[dict], list[str]]:
+        progress: bool = True, on_result=None, test_cache=None) -> tuple[list[dict], list[str]]:
     """Evaluate each classifier on the same folds of a cache; returns (results, warnings) in classifier order.
+
+    ``test_cache``: protocol ``cross-dataset``, train on all of ``cache`` and test on all of this one
+    (classes aligned by name, one-sided ones dropped; see ``cross_dataset.cross_data``).
 
     ``progress``: a bar over classifiers x folds on stderr, moved as each fold ends (and a line before each
     single-split fit); ``on_result(r)`` is called as each classifier ends (in the order they end).
     """
-    require_classes(cache.labels, cache.label_names)
+    label_names, cross = cache.label_names, {}
+    if test_cache is not None:
+        from .augment import augments
+        from .cross_dataset import cross_data
+
+        X, y, groups, splits, info, notes, label_names, cross = cross_data(
+            cache, test_cache, protocol, subject_norm=subject_norm, seed=seed, augments=augments(copies, balance))
+    require_classes(cache.labels if test_cache is None else y, label_names)
     for name in classifiers:
         clfs.get_preset(name)
-    X, y, groups, splits, info, notes = augmented_data(
-        cache, protocol, augment=augment, copies=copies, balance=balance, folds=folds, test_size=test_size,
-        test_split=test_split, seed=seed, progress=progress)
+    if test_cache is None:
+        X, y, groups, splits, info, notes = augmented_data(
+            cache, protocol, augment=augment, copies=copies, balance=balance, folds=folds, test_size=test_size,
+            test_split=test_split, seed=seed, progress=progress)
     dup = duplicate_report(row_hashes(X), splits)  # once: the folds are the same for every row
     if dup["test_rows_duplicated_in_train"]:
         notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
@@ -479,16 +494,17 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
             for name in classifiers:
                 _say_fitting(name, splits)
         outs = Parallel(n_jobs=workers, inner_max_num_threads=1, return_as="generator_unordered")(
-            delayed(_evaluate_k)(k, X, y, cache.label_names, name, splits, info, n_jobs=1, **kw)
+            delayed(_evaluate_k)(k, X, y, label_names, name, splits, info, n_jobs=1, **kw)
             for k, name in enumerate(classifiers))
     else:
-        outs = ((k, evaluate(X, y, cache.label_names, name, splits, info, n_jobs=n_jobs, progress=bar is not None,
+        outs = ((k, evaluate(X, y, label_names, name, splits, info, n_jobs=n_jobs, progress=bar is not None,
                              on_fold=bar.update if bar is not None else None, **kw))
                 for k, name in enumerate(classifiers))
     results: list = [None] * len(classifiers)
     try:
         for k, r in outs:
             r.update(cache_summary(cache))
+            r.update(cross)
             r["warnings"] = notes
             if parallel:
                 r["classifiers_in_parallel"] = workers
