@@ -90,14 +90,13 @@ def cross_data(train, test, protocol: str = "auto", *, subject_norm: str = "none
 
     Returns (X, y, groups, splits, protocol info, warnings, label names, result fields).
     """
-    from .evaluation import PROTOCOLS
+    from .evaluation import describe_protocol
 
     if protocol not in ("auto", PROTOCOL):
         raise _protocol_error(f"--test-cache trains on all of one cache and tests on all of the other (protocol "
                               f"{PROTOCOL}); protocol {protocol!r} cannot be combined with it")
     if augments:
         raise _protocol_error("--copies / --balance are not supported with --test-cache")
-    assert PROTOCOL in PROTOCOLS
     check_same_settings(train, test)
     common, dropped = align_labels(train, test)
     tr_rows, ytr = _rows(train, common)
@@ -125,8 +124,9 @@ def cross_data(train, test, protocol: str = "auto", *, subject_norm: str = "none
         "protocol": PROTOCOL, "n_folds": 1, "seed": seed,
         # different datasets: different people, as far as the datasets say (no id links them)
         "subject_independent": True,
-        "description": f"{PROTOCOL}: train on {a_name} ({n_tr} images), test on {b_name} ({n_te} images)",
+        "train_dataset": a_name, "test_dataset": b_name, "n_train_images": n_tr, "n_test_images": n_te,
     }
+    info["description"] = describe_protocol(info)
     fields = {"train_dataset": a_name, "test_dataset": b_name, "train_cache": str(train.path),
               "test_cache": str(test.path), "train_n_images": len(train), "test_n_images": len(test),
               "dropped_classes": dropped}

@@ -61,6 +61,9 @@ def describe_protocol(info: dict[str, Any]) -> str:
         return f"stratified {n_folds}-fold by image: the same person can be in train and test"
     if protocol == "holdout":
         return f"stratified holdout, test size {info.get('test_size')}: the same person can be in train and test"
+    if protocol == "cross-dataset":
+        return (f"cross-dataset: train on {info.get('train_dataset')} ({info.get('n_train_images')} images), "
+                f"test on {info.get('test_dataset')} ({info.get('n_test_images')} images)")
     if protocol == "official":
         return f"official split: train {info.get('train_splits')} / test {info.get('test_split')}"
     return protocol
