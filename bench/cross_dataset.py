@@ -80,11 +80,16 @@ def main(argv=None) -> int:
         r = res[0]
         r["run_seconds"] = time.perf_counter() - t
         r["train_set"], r["test_set"] = SHOWN[tr], SHOWN[te]
+        if caches[tr].has_subjects and caches[te].has_subjects:  # identity normalisation, each set by its own
+            c = ev.run(caches[tr], [a.clf], engine=a.engine, test_cache=caches[te], subject_norm="center",
+                       progress=False)[0][0]
+            r["center"] = {k: c[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "subject_norm_note")}
         rows.append(r)
         for n in notes:
             print(n, flush=True)
         print(f"{SHOWN[tr]} -> {SHOWN[te]}: {100 * r['accuracy']:.1f} % (macro-F1 {100 * r['macro_f1']:.1f}), "
-              f"n_train {r['n_train']}, n_test {r['n_test']} ({r['run_seconds']:.0f} s)", flush=True)
+              f"n_train {r['n_train']}, n_test {r['n_test']} ({r['run_seconds']:.0f} s)"
+              + (f"; center {100 * r['center']['accuracy']:.1f} %" if "center" in r else ""), flush=True)
     wall = time.perf_counter() - t_all
 
     cmd = "python bench/cross_dataset.py" + (f" --clf {a.clf}" if a.clf != "linear_svm" else "") + (
@@ -106,19 +111,24 @@ def main(argv=None) -> int:
           "(each a `Dataset.subset` of the CSV, extracted through the API).",
           "Accuracy = correct / all test images (pooled); macro-F1 over the classes used. Classes are aligned by "
           "canonical name; a class on one side only is dropped from both (counts: train / test images).",
-          "No subject normalisation, no augmentation. No interval column: `accuracy_ci` is not in this branch.",
+          "No augmentation. No interval column: `accuracy_ci` is not in this branch.",
+          "`center` columns: `--subject-norm center`, each subject's mean feature subtracted, the training set's "
+          "subjects from its own rows and the test set's from its own (transductive: it uses the test people's "
+          "unlabelled test images); only where both sets have subject ids (FER2013 has none: `n/a`).",
           ""]
     if not_run:
         md += ["Not in this file: " + "; ".join(f"{SHOWN[x]} -> {SHOWN[y]}" for x, y in not_run)
                + " (not run by this command; run it without --pairs for all six).", ""]
     md += ["| train set | test set | classes used | dropped (train / test images) | n_train | n_test | "
-           "accuracy % | macro-F1 % | fit + predict s |",
-           "|---|---|---|---|---:|---:|---:|---:|---:|"]
+           "accuracy % | macro-F1 % | accuracy % center | macro-F1 % center | fit + predict s |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         dropped = ", ".join(f"{n} ({c['train']} / {c['test']})" for n, c in r["dropped_classes"].items()) or "-"
         md.append(f"| {r['train_set']} | {r['test_set']} | {', '.join(r['labels'])} | {dropped} | {r['n_train']} | "
                   f"{r['n_test']} | {100 * r['accuracy']:.1f} | {100 * r['macro_f1']:.1f} | "
-                  f"{r['fit_seconds'] + r['predict_seconds']:.1f} |")
+                  + (f"{100 * r['center']['accuracy']:.1f} | {100 * r['center']['macro_f1']:.1f} | "
+                     if "center" in r else "n/a | n/a | ")
+                  + f"{r['fit_seconds'] + r['predict_seconds']:.1f} |")
     md += ["", "Per-class accuracy % (test images of each class predicted right):", "",
            "| train -> test | " + " | ".join(("angry", "contempt", "disgust", "fear", "happy", "neutral", "sad",
                                               "surprise")) + " |", "|---|" + "---:|" * 8]
