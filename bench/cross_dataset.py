@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench/results/cross_dataset.md")
     a = ap.parse_args(argv)
 
+    import numpy as np
+
     from fer_features import evaluation as ev
     from fer_features.cache import load_cache
     from fer_features.reports import machine_info
@@ -129,6 +131,14 @@ def main(argv=None) -> int:
                   + (f"{100 * r['center']['accuracy']:.1f} | {100 * r['center']['macro_f1']:.1f} | "
                      if "center" in r else "n/a | n/a | ")
                   + f"{r['fit_seconds'] + r['predict_seconds']:.1f} |")
+    md += ["", "Most predicted classes: the shares of the test images given the two classes the classifier predicts most "
+           "(a model that collapses onto one or two classes under the change of dataset shows here; the full "
+           "confusion matrices are in the JSON):", ""]
+    for r in rows:
+        pred = np.asarray(r["confusion_matrix"]).sum(axis=0)
+        top = np.argsort(pred)[::-1][:2]
+        md.append(f"- {r['train_set']} -> {r['test_set']}: " + ", ".join(
+            f"{r['labels'][k]} {100 * pred[k] / pred.sum():.0f} %" for k in top))
     md += ["", "Per-class accuracy % (test images of each class predicted right):", "",
            "| train -> test | " + " | ".join(("angry", "contempt", "disgust", "fear", "happy", "neutral", "sad",
                                               "surprise")) + " |", "|---|" + "---:|" * 8]
