@@ -206,9 +206,13 @@ def _add_eval_options(p, default_clf: str) -> None:
     from .evaluation import PROTOCOLS
 
     p.add_argument("--cache", required=True, help="feature cache (.h5) written by extract")
+    p.add_argument("--test-cache", default=None, metavar="B.h5",
+                   help="cross-dataset: train on all of --cache, test on all of this cache (same extraction "
+                   "settings; classes on one side only are dropped); protocol cross-dataset")
     p.add_argument("--clf", default=default_clf, help="classifier preset(s); see: python -m fer_features classifiers")
     p.add_argument("--protocol", default="auto", choices=PROTOCOLS,
-                   help="auto = group-kfold with subject ids, else official with a split, else kfold")
+                   help="auto = group-kfold with subject ids, else official with a split, else kfold; "
+                   "cross-dataset (the only one with --test-cache) = train on --cache, test on --test-cache")
     p.add_argument("--folds", type=int, default=10, help="folds for kfold / group-kfold")
     p.add_argument("--test-size", type=float, default=0.1, help="holdout test fraction")
     p.add_argument("--test-split", default=None, help="official: the test split (default PrivateTest / test)")
@@ -300,7 +304,11 @@ def _cmd_classify(a) -> int:
     from .classifiers import parse_overrides
 
     cache = load_cache(a.cache)
+    test_cache = _test_cache(a)
     overrides = parse_overrides(a.set)
+    if a.save and test_cache is not None:
+        raise ev.ProtocolError("--save cannot be combined with --test-cache: a cross-dataset run only evaluates "
+                               "(save a model trained on all of A with: classify --cache A.h5 --save M.skops)")
     if a.save and a.subject_norm != "none":
         raise ev.ProtocolError("--save cannot be combined with --subject-norm: a saved model predicts single "
                                "images and has no subject to normalise by")
@@ -310,7 +318,7 @@ def _cmd_classify(a) -> int:
     results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
                         test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
                         pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm,
-                        progress=not a.no_progress, **aug)
+                        progress=not a.no_progress, test_cache=test_cache, **aug)
     r = results[0]
     if a.save:
         path, trained_on = _save(cache, a, overrides, aug)
@@ -318,13 +326,25 @@ def _cmd_classify(a) -> int:
     if a.report_dir:
         from .reports import write_report
 
-        write_report(results, a.report_dir, title=f"{a.clf} on {cache.path.name}")
+        write_report(results, a.report_dir, title=f"{a.clf} on {_on(cache, test_cache)}")
     _print_result(r)
     if a.save:
         print(f"\nmodel saved: {r['saved_model']} (trained on {r['saved_model_trained_on']})")
     if a.json:
         print(json.dumps(r))
     return 0
+
+
+def _test_cache(a):
+    """The --test-cache, loaded (None without one)."""
+    from .cache import load_cache
+
+    return load_cache(a.test_cache) if a.test_cache else None
+
+
+def _on(cache, test_cache) -> str:
+    """'A.h5', or 'A.h5 -> B.h5' for a cross-dataset run (report titles)."""
+    return cache.path.name + (f" -> {test_cache.path.name}" if test_cache is not None else "")
 
 
 def _save(cache, a, overrides, aug) -> tuple:
@@ -384,6 +404,7 @@ def _cmd_compare(a) -> int:
     else:
         names = [n.strip() for n in a.clf.split(",") if n.strip()]
     cache = load_cache(a.cache)
+    test_cache = _test_cache(a)
     done = []
 
     def finished(r):
@@ -397,7 +418,7 @@ def _cmd_compare(a) -> int:
                             test_split=a.test_split, seed=a.seed, engine=a.engine,
                             overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
                             subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
-                            **_augment_kwargs(a))
+                            test_cache=test_cache, **_augment_kwargs(a))
     results += included
     from .stats import mark_vs_best
 
@@ -408,7 +429,7 @@ def _cmd_compare(a) -> int:
     print()
     print(text_table(results))
     if a.report_dir:
-        md = write_report(results, a.report_dir, title=f"Classifier comparison on {cache.path.name}")
+        md = write_report(results, a.report_dir, title=f"Classifier comparison on {_on(cache, test_cache)}")
         print(f"\nreport: {md}")
         from .feature_map import add_to_report, summary_line
 
@@ -534,7 +555,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--face-margin", type=float, default=DEFAULT_FACE_MARGIN,
                    help="margin around the detected face, fraction of its size on each side (as for extract)")
     p.add_argument("--align", action="store_true", help="rotate so the eyes are level (MTCNN landmarks)")
-    p.add_argument("--protocol", default="auto", choices=[x for x in PROTOCOLS if x != LEAKY_PROTOCOL],
+    p.add_argument("--protocol", default="auto", choices=[x for x in PROTOCOLS if x not in (LEAKY_PROTOCOL, "cross-dataset")],
                    help="auto = group-kfold with subject ids, else official with a split, else kfold")
     p.add_argument("--folds", type=int, default=10, help="folds for kfold / group-kfold")
     p.add_argument("--test-size", type=float, default=0.1, help="holdout test fraction")

@@ -2,7 +2,8 @@
 
 Protocols: ``holdout`` (stratified), ``kfold`` (stratified), ``group-kfold`` (subject-independent,
 stratified where possible), ``loso`` (leave one subject out), ``official`` (the dataset's own split), and
-``augment-then-split`` (the seed papers' LEAKY protocol: augment everything, then a random holdout split).
+``augment-then-split`` (the seed papers' LEAKY protocol: augment everything, then a random holdout split),
+and ``cross-dataset`` (train on all of one cache, test on all of another: ``cross_dataset.py``).
 Augmentation (``augment.py``) otherwise adds copies of each fold's training images only.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import classifiers as clfs
 
-PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split")
+PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split", "cross-dataset")
 LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
 ACCURACY_DEFINITION = "correct / all test images, pooled over folds"
@@ -60,6 +61,9 @@ def describe_protocol(info: dict[str, Any]) -> str:
         return f"stratified {n_folds}-fold by image: the same person can be in train and test"
     if protocol == "holdout":
         return f"stratified holdout, test size {info.get('test_size')}: the same person can be in train and test"
+    if protocol == "cross-dataset":
+        return (f"cross-dataset: train on {info.get('train_dataset')} ({info.get('n_train_images')} images), "
+                f"test on {info.get('test_dataset')} ({info.get('n_test_images')} images)")
     if protocol == "official":
         return f"official split: train {info.get('train_splits')} / test {info.get('test_split')}"
     return protocol
@@ -149,6 +153,9 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
         splits = list(LeaveOneGroupOut().split(idx, y, groups))
     elif protocol == LEAKY_PROTOCOL:
         raise ProtocolError(f"protocol {LEAKY_PROTOCOL!r} needs augmentation (--copies N or --balance N)")
+    elif protocol == "cross-dataset":
+        raise ProtocolError("protocol 'cross-dataset' needs a test cache (--test-cache B.h5; "
+                            "evaluation.run(..., test_cache=...))")
     elif protocol == "official":
         if split is None:
             raise ProtocolError("protocol 'official' needs a dataset split")
@@ -479,18 +486,29 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         test_split: str | None = None, seed: int = 0, engine: str = clfs.DEFAULT_ENGINE,
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
         subject_norm: str = "none", augment=None, copies: int = 0, balance: int | str | None = None,
-        progress: bool = True, on_result=None) -> tuple[list[dict], list[str]]:
+        progress: bool = True, on_result=None, test_cache=None) -> tuple[list[dict], list[str]]:
     """Evaluate each classifier on the same folds of a cache; returns (results, warnings) in classifier order.
+
+    ``test_cache``: protocol ``cross-dataset``, train on all of ``cache`` and test on all of this one
+    (classes aligned by name, one-sided ones dropped; see ``cross_dataset.cross_data``).
 
     ``progress``: a bar over classifiers x folds on stderr, moved as each fold ends (and a line before each
     single-split fit); ``on_result(r)`` is called as each classifier ends (in the order they end).
     """
-    require_classes(cache.labels, cache.label_names)
+    label_names, cross = cache.label_names, {}
+    if test_cache is not None:
+        from .augment import augments
+        from .cross_dataset import cross_data
+
+        X, y, groups, splits, info, notes, label_names, cross = cross_data(
+            cache, test_cache, protocol, subject_norm=subject_norm, seed=seed, augments=augments(copies, balance))
+    require_classes(cache.labels if test_cache is None else y, label_names)
     for name in classifiers:
         clfs.get_preset(name)
-    X, y, groups, splits, info, notes = augmented_data(
-        cache, protocol, augment=augment, copies=copies, balance=balance, folds=folds, test_size=test_size,
-        test_split=test_split, seed=seed, progress=progress)
+    if test_cache is None:
+        X, y, groups, splits, info, notes = augmented_data(
+            cache, protocol, augment=augment, copies=copies, balance=balance, folds=folds, test_size=test_size,
+            test_split=test_split, seed=seed, progress=progress)
     dup = duplicate_report(row_hashes(X), splits)  # once: the folds are the same for every row
     if dup["test_rows_duplicated_in_train"]:
         notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
@@ -506,17 +524,18 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
             for name in classifiers:
                 _say_fitting(name, splits)
         outs = Parallel(n_jobs=workers, inner_max_num_threads=1, return_as="generator_unordered")(
-            delayed(_evaluate_k)(k, X, y, cache.label_names, name, splits, info, n_jobs=1, **kw)
+            delayed(_evaluate_k)(k, X, y, label_names, name, splits, info, n_jobs=1, **kw)
             for k, name in enumerate(classifiers))
     else:
-        outs = ((k, evaluate(X, y, cache.label_names, name, splits, info, n_jobs=n_jobs, progress=bar is not None,
+        outs = ((k, evaluate(X, y, label_names, name, splits, info, n_jobs=n_jobs, progress=bar is not None,
                              on_fold=bar.update if bar is not None else None, **kw))
                 for k, name in enumerate(classifiers))
     results: list = [None] * len(classifiers)
     try:
         for k, r in outs:
             r.update(cache_summary(cache))
-            _cache_rows(r, cache, info.get("source_rows"))
+            r.update(cross)
+            _cache_rows(r, cache, info.get("source_rows"), test_cache)
             r["warnings"] = notes
             if parallel:
                 r["classifiers_in_parallel"] = workers
@@ -531,13 +550,15 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     return results, notes
 
 
-def _cache_rows(r: dict, cache, source: np.ndarray | None) -> None:
-    """The predictions' rows as cache rows (a copy's: its source image's) and their paths, in place."""
+def _cache_rows(r: dict, cache, source: np.ndarray | None, test_cache=None) -> None:
+    """The predictions' rows as cache rows (a copy's: its source image's; cross-dataset: the test cache's)
+    and their paths, in place."""
     p = r.get("predictions")
     if p:
         rows = np.asarray(p["row"], dtype=np.int64)
         rows = rows if source is None else np.asarray(source)[rows]
-        p["row"], p["path"] = rows.tolist(), [str(x) for x in np.asarray(cache.paths)[rows]]
+        tested = cache if test_cache is None else test_cache
+        p["row"], p["path"] = rows.tolist(), [str(x) for x in np.asarray(tested.paths)[rows]]
 
 
 def _evaluate_k(k: int, *args, **kwargs) -> tuple[int, dict]:

@@ -126,6 +126,8 @@ def _setup_lines(r: dict) -> list[str]:
         lines.append("LEAKY PROTOCOL: test images (or their augmented copies / subjects) are in training")
     if r.get("backbone") or r.get("features"):
         src = f"; cache {Path(r['cache']).name}" if r.get("cache") else ""
+        if r.get("test_cache"):  # cross-dataset: the features line is the training cache's
+            src += f"; test cache {Path(r['test_cache']).name} ({r.get('test_n_images')} images)"
         lines.append(f"features: {r.get('backbone')} {json.dumps(r.get('features', {}), sort_keys=True)}; "
                      f"{r.get('n_images')} images ({r.get('dataset')}){src}")
     lines.append(f"folds: {r.get('n_folds')}, n_train {r.get('n_train')} per fold, n_test {r.get('n_test')} in all")
