@@ -46,6 +46,11 @@ def extract(name: str, data_root: Path, cache_dir) -> tuple[Path, float]:
     return path, time.perf_counter() - t
 
 
+def _with_ci(r: dict) -> str:
+    lo, hi = r["accuracy_ci"]
+    return f"{100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default="../shared/datasets")
@@ -85,7 +90,8 @@ def main(argv=None) -> int:
         if caches[tr].has_subjects and caches[te].has_subjects:  # identity normalisation, each set by its own
             c = ev.run(caches[tr], [a.clf], engine=a.engine, test_cache=caches[te], subject_norm="center",
                        progress=False)[0][0]
-            r["center"] = {k: c[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "subject_norm_note")}
+            r["center"] = {k: c[k] for k in ("accuracy", "accuracy_ci", "macro_f1", "per_class_accuracy",
+                                             "subject_norm_note")}
         rows.append(r)
         for n in notes:
             print(n, flush=True)
@@ -113,7 +119,9 @@ def main(argv=None) -> int:
           "(each a `Dataset.subset` of the CSV, extracted through the API).",
           "Accuracy = correct / all test images (pooled); macro-F1 over the classes used. Classes are aligned by "
           "canonical name; a class on one side only is dropped from both (counts: train / test images).",
-          "No augmentation. No interval column: `accuracy_ci` is not in this branch.",
+          "No augmentation. Accuracy with its 95 % interval: "
+          + (rows[0].get("accuracy_ci_method", "") if rows else "") + " (over the test set's subjects where it has "
+          "ids, over its images otherwise).",
           "`center` columns: `--subject-norm center`, each subject's mean feature subtracted, the training set's "
           "subjects from its own rows and the test set's from its own (transductive: it uses the test people's "
           "unlabelled test images); only where both sets have subject ids (FER2013 has none: `n/a`).",
@@ -127,8 +135,8 @@ def main(argv=None) -> int:
     for r in rows:
         dropped = ", ".join(f"{n} ({c['train']} / {c['test']})" for n, c in r["dropped_classes"].items()) or "-"
         md.append(f"| {r['train_set']} | {r['test_set']} | {', '.join(r['labels'])} | {dropped} | {r['n_train']} | "
-                  f"{r['n_test']} | {100 * r['accuracy']:.1f} | {100 * r['macro_f1']:.1f} | "
-                  + (f"{100 * r['center']['accuracy']:.1f} | {100 * r['center']['macro_f1']:.1f} | "
+                  f"{r['n_test']} | {_with_ci(r)} | {100 * r['macro_f1']:.1f} | "
+                  + (f"{_with_ci(r['center'])} | {100 * r['center']['macro_f1']:.1f} | "
                      if "center" in r else "n/a | n/a | ")
                   + f"{r['fit_seconds'] + r['predict_seconds']:.1f} |")
     md += ["", "Most predicted classes: the shares of the test images given the two classes the classifier predicts most "
@@ -153,7 +161,9 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     out.with_suffix(".json").write_text(json.dumps({"command": cmd, "wall_seconds": wall,
-                                                    "extract_seconds": extract_s, "results": rows}, indent=1,
+                                                    "extract_seconds": extract_s,
+                                                    "results": [{k: v for k, v in r.items() if k != "predictions"}
+                                                                for r in rows]}, indent=1,
                                                    default=str))
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
