@@ -17,7 +17,7 @@ PROTOCOL = "cross-dataset"
 
 
 def _protocol_error(msg: str):
-    from .evaluation import ProtocolError
+    from .protocols import ProtocolError
 
     return ProtocolError(msg)
 
@@ -35,7 +35,7 @@ def dataset_name(cache) -> str:
 
 def feature_settings(cache) -> dict[str, Any]:
     """The settings that define the features: the stored settings less the dataset's own (``dataset_*``)."""
-    from .evaluation import FEATURE_DEFAULTS
+    from .protocols import FEATURE_DEFAULTS
 
     s = {**FEATURE_DEFAULTS, **cache.settings}
     return {k: v for k, v in s.items() if not k.startswith("dataset")}
@@ -43,7 +43,7 @@ def feature_settings(cache) -> dict[str, Any]:
 
 def check_same_settings(train, test) -> None:
     """``ProtocolError`` naming the first setting that differs between the two caches' features."""
-    from .models import EXTRACTION_KEYS
+    from .settings import EXTRACTION_KEYS
 
     a, b = feature_settings(train), feature_settings(test)
     keys = [k for k in EXTRACTION_KEYS if k in a or k in b] + sorted((set(a) | set(b)) - set(EXTRACTION_KEYS))
@@ -90,7 +90,7 @@ def cross_data(train, test, protocol: str = "auto", *, subject_norm: str = "none
 
     Returns (X, y, groups, splits, protocol info, warnings, label names, result fields).
     """
-    from .evaluation import describe_protocol
+    from .protocols import describe_protocol
 
     if protocol not in ("auto", PROTOCOL):
         raise _protocol_error(f"--test-cache trains on all of one cache and tests on all of the other (protocol "

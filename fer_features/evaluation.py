@@ -22,12 +22,12 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import classifiers as clfs
+from .protocols import FEATURE_DEFAULTS, ProtocolError, describe_protocol  # noqa: F401 - re-exported
 
 PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split", "cross-dataset")
 LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
 ACCURACY_DEFINITION = "correct / all test images, pooled over folds"
-FEATURE_DEFAULTS = {"precision": "float32"}  # settings older caches (and float32 ones) do not store
 VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
 TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
 
@@ -37,10 +37,6 @@ NO_SUBJECTS_WARNING = ("warning: no subject ids, so protocol auto folds by image
                        "REGEX or a manifest CSV with a subject column)")
 
 
-class ProtocolError(ValueError):
-    """A protocol that cannot run on these data (no subjects, no split...)."""
-
-
 def default_protocol(has_subjects: bool, has_split: bool) -> str:
     """group-kfold with subject ids, else official with a split, else kfold."""
     if has_subjects:
@@ -48,25 +44,6 @@ def default_protocol(has_subjects: bool, has_split: bool) -> str:
     if has_split:
         return "official"
     return "kfold"
-
-
-def describe_protocol(info: dict[str, Any]) -> str:
-    """A one-line statement of what a protocol measures (from ``make_splits``' info), for every result."""
-    protocol, n_folds = info["protocol"], info["n_folds"]
-    if protocol == "loso":
-        return f"leave-one-subject-out ({n_folds} subjects): subject-independent"
-    if protocol == "group-kfold":
-        return f"subject-grouped {n_folds}-fold: subject-independent"
-    if protocol == "kfold":
-        return f"stratified {n_folds}-fold by image: the same person can be in train and test"
-    if protocol == "holdout":
-        return f"stratified holdout, test size {info.get('test_size')}: the same person can be in train and test"
-    if protocol == "cross-dataset":
-        return (f"cross-dataset: train on {info.get('train_dataset')} ({info.get('n_train_images')} images), "
-                f"test on {info.get('test_dataset')} ({info.get('n_test_images')} images)")
-    if protocol == "official":
-        return f"official split: train {info.get('train_splits')} / test {info.get('test_split')}"
-    return protocol
 
 
 def _official(split: np.ndarray, test_split: str | None, train_splits: Sequence[str] | None):
