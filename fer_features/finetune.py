@@ -352,7 +352,7 @@ def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", p
 
 
 def load_keras(path: str | Path) -> dict:
-    """A saved fine-tuned model as a bundle for ``models.predict_images``."""
+    """A saved fine-tuned model as a bundle for ``inference.predict``."""
     import keras
 
     from .backbones import _custom_objects

@@ -92,7 +92,8 @@ def test_training_accuracy_rises_above_chance(tiny_two_class):
 
 
 def test_run_save_and_predict(tiny_two_class, tmp_path):
-    from fer_features.models import load_model, predict_images
+    from fer_features import predict
+    from fer_features.models import load_model
 
     r = F.run(tiny_two_class, F.FinetuneConfig(mode="head", **TINY), "kfold", folds=2, progress=False,
               log=lambda m: None)
@@ -111,9 +112,9 @@ def test_run_save_and_predict(tiny_two_class, tmp_path):
     bundle = load_model(path)
     assert bundle["label_names"] == ["happy", "sad"]
     files = sorted((tiny_two_class / "happy").iterdir())[:2] + sorted((tiny_two_class / "sad").iterdir())[:2]
-    rows = predict_images(bundle, files + [tmp_path / "missing.png"])
-    assert [r["label"] for r in rows[:4]] == ["happy", "happy", "sad", "sad"]
-    assert rows[4]["error"] and abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
+    rows = predict(bundle, files + [tmp_path / "missing.png"], progress=False)
+    assert list(rows["label"][:4]) == ["happy", "happy", "sad", "sad"]
+    assert rows["error"][4] and abs(rows["p_happy"][0] + rows["p_sad"][0] - 1) < 1e-4
     p = subprocess.run([sys.executable, "-m", "fer_features", "predict", "--model", path, *files], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
