@@ -6,12 +6,11 @@ from the same extraction settings, or the features would not mean the same thing
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .datasets import CANONICAL_LABELS
+from .datasets import CANONICAL_LABELS, dataset_stem
 
 PROTOCOL = "cross-dataset"
 
@@ -26,7 +25,7 @@ def dataset_name(cache) -> str:
     """'jaffe', 'ckplus48', 'fer2013 Training': the dataset folder (or CSV) name, plus the split when the
     cache holds one split only (a subset of FER2013)."""
     root = cache.dataset_root or cache.path.name.split("__", 1)[0]
-    name = Path(root).name.replace(".csv.gz", "").replace(".csv", "") or cache.path.stem
+    name = dataset_stem(root) or cache.path.stem
     splits = {str(s) for s in cache.split}
     if len(splits) == 1 and "" not in splits:
         name += f" {splits.pop()}"

@@ -411,6 +411,11 @@ def _rel_path(path: str, root: Path) -> str:
         return Path(path).as_posix()
 
 
+def dataset_stem(root: str | os.PathLike) -> str:
+    """The dataset's short name: its folder's name, or its CSV's without ``.csv``/``.csv.gz`` ('' for none)."""
+    return Path(root).name.replace(".csv.gz", "").replace(".csv", "")
+
+
 def content_hash(path: str | os.PathLike) -> str:
     """BLAKE2b hex digest of a file's bytes (``missing`` when it cannot be read)."""
     h = hashlib.blake2b()

@@ -224,7 +224,9 @@ def dataset_cache_path(dataset, extractor: FeatureExtractor, cache_dir: str | Pa
     if opts:
         settings["dataset_options"] = opts
     key = cache_key(settings, dataset.fingerprint())
-    name = Path(dataset.root).name.replace(".csv.gz", "").replace(".csv", "") or "dataset"
+    from .datasets import dataset_stem
+
+    name = dataset_stem(dataset.root) or "dataset"
     return Path(cache_dir or default_cache_dir()) / cache_filename(name, settings, key), key, settings
 
 
