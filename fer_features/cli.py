@@ -72,9 +72,14 @@ def _add_extract(sub) -> None:
                    "to the dataset root when it contains a '/'; the group 'subject' (else group 1, else the "
                    "match) is the id, e.g. '^(?P<subject>[A-Z]{2})_' or '^[^/]+/(?P<subject>[^/]+)/'; "
                    "overrides the layout's own ids; every image must match"),
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="see: python -m fer_features backbones")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help="a registered name (see: python -m fer_features backbones) or a saved Keras model file "
+                   "PATH.keras (e.g. from finetune --save) used frozen: its input size and preprocessing, layers "
+                   "listed by backbones --layers PATH.keras, default layer last@avg; the cache key holds the "
+                   "file's content hash")
     p.add_argument("--weights", default="imagenet",
-                   help="imagenet, random, or a path to a weights file (e.g. the .h5 Keras would download)")
+                   help="imagenet, random, or a path to a weights file (e.g. the .h5 Keras would download); "
+                   "not for a .keras backbone (it carries its own)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's)")
     p.add_argument("--pooling", default=None, help=POOLINGS_HELP + "; default: the backbone's "
                    "(efficientnet_lite0: grid7; others: avg)")
@@ -120,7 +125,8 @@ def _cmd_extract(a) -> int:
 def _add_backbones(sub) -> None:
     p = sub.add_parser("backbones", formatter_class=_Fmt, help="list the registered backbones",
                        description="List backbones with feature size, default input size and preprocessing.")
-    p.add_argument("--layers", metavar="NAME", default=None, help="list the tappable layers of one backbone")
+    p.add_argument("--layers", metavar="NAME", default=None,
+                   help="list the tappable layers of one backbone (a name, or a saved PATH.keras model)")
     p.add_argument("--image-size", type=int, default=None, help="input size for --layers shapes")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_backbones)
@@ -156,6 +162,33 @@ def _cmd_backbones(a) -> int:
     print("\npreprocessing modes (applied inside each model, input is RGB 0-255):")
     for k, v in bb.PREPROCESS_MODES.items():
         print(f"  {k:<6} {v}")
+    return 0
+
+
+# -- merge (fer_features.merge) ----------------------------------------------------------------------
+def _add_merge(sub) -> None:
+    p = sub.add_parser(
+        "merge", formatter_class=_Fmt, help="join two caches of the same images into one (features side by side)",
+        description=("Join two feature caches of the SAME images (e.g. ImageNet features and a fine-tuned "
+                     "network's) into one cache whose features are A's followed by B's. Dataset content, paths, "
+                     "labels, subjects and splits must agree (rows are matched by path when the orders differ); "
+                     "otherwise nothing is written and the exit status is 2. Settings that differ read 'A+B' "
+                     "(e.g. backbone), and both sources' settings are kept; classify, compare and info read the "
+                     "result like any cache. Augmentation and classify --save refuse a merged cache.\n"
+                     "The path of the merged cache is printed as the last line of stdout."),
+        epilog="example:\n  python -m fer_features merge cache/jaffe__A__1234.h5 cache/jaffe__B__5678.h5")
+    p.add_argument("a", metavar="A.h5", help="first cache (its rows' order is kept)")
+    p.add_argument("b", metavar="B.h5", help="second cache of the same images")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.h5",
+                   help="merged cache (default: beside A, named after both; an existing merge of the same two "
+                   "caches is reused)")
+    p.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(a) -> int:
+    from .merge import merge_caches
+
+    print(merge_caches(a.a, a.b, a.output, log=lambda m: print(m, file=sys.stderr)))
     return 0
 
 
@@ -669,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_backbones(sub)
     _add_info(sub)
+    _add_merge(sub)
     _add_classify(sub)
     _add_compare(sub)
     _add_significance(sub)
