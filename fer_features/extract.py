@@ -65,7 +65,8 @@ def _dtype_policy(policy: str | None):
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
-    """Embed face images with a frozen pretrained CNN.
+    """Embed face images with a frozen pretrained CNN (a registered backbone, or a saved ``.keras`` model
+    file such as ``finetune --save`` writes: see ``keras_backbone``).
 
     ``X`` is an array ``(N, H, W)`` / ``(N, H, W, C)`` of uint8 images or a sequence of such images of
     any size; ``transform`` preprocesses each (face crop, intensity equalisation, grey to RGB, resize)
@@ -105,6 +106,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.precision != "float32" and cfg.family == "classical":
             raise ValueError(f"{self.backbone} is not a network: precision {self.precision} does not apply")
+        if self.precision != "float32" and cfg.family == bb.KERAS_FILE:
+            raise ValueError(f"{self.backbone}: a .keras backbone runs as saved (float32); precision "
+                             f"{self.precision} does not apply")
         return cfg, layer, pooling
 
     def resolved_image_size(self) -> int:
@@ -114,8 +118,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Every setting that changes the features (what the cache key hashes)."""
         cfg, layer, pooling = self._validate()
         return {
-            "backbone": self.backbone,
-            "weights": "none" if cfg.family == "classical" else _weights_id(self.weights),
+            "backbone": cfg.name,  # a .keras file: its content id, not its path
+            "weights": ("none" if cfg.family == "classical" else "model-file" if cfg.family == bb.KERAS_FILE
+                        else _weights_id(self.weights)),
             "image_size": self.resolved_image_size(),
             "pooling": pooling,
             "layer": layer,
@@ -356,6 +361,8 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
         "dataset_root": str(ds.root),
         "n_records": len(ds),
         "weights_spec": bb.normalize_weights(ext.weights),
+        **({"backbone_spec": str(Path(ext.backbone).expanduser().resolve())}  # where the .keras file was read
+           if settings.get("weights") == "model-file" else {}),
         **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
     }
     writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs, log=log)
