@@ -561,7 +561,10 @@ def _add_finetune(sub) -> None:
                      "modes: head = backbone frozen; top = head, then the last stage unfrozen at --fine-lr; "
                      "full = head, then everything at --fine-lr; scratch = random weights, all trained.\n"
                      "Augmentation is applied on the fly to training images only; a validation part of each "
-                     "fold's training part (by subject where ids exist) drives early stopping."),
+                     "fold's training part (by subject where ids exist) drives early stopping and model choice "
+                     "(the best validation epoch's weights are kept); with protocol official on a dataset with a "
+                     "validation split (FER2013: train Training, test PrivateTest) that split (PublicTest) does, "
+                     "and it is never trained on."),
         epilog=("example:\n  python -m fer_features finetune --data ../shared/datasets/jaffe --mode top "
                 "--image-size 112 --protocol group-kfold --folds 5 --json"))
     p.add_argument("--data", required=True, help="dataset folder or FER2013 CSV (as for extract)")
@@ -597,7 +600,12 @@ def _add_finetune(sub) -> None:
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
     p.add_argument("--report-dir", default=None, help="also write the report files (markdown, CSV, JSON, PNG)")
     p.add_argument("--save", default=None, metavar="MODEL.keras",
-                   help="instead of evaluating, train on all images (or the training split) and save the model")
+                   help="instead of evaluating, train on all images (or the training split; a validation split "
+                   "such as FER2013's PublicTest drives early stopping) and save the model")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="checkpoint every epoch (model, optimizer, early-stopping state) and every finished fold "
+                   "under DIR/<name>-<run|save>-<key>/; the same command again resumes where it stopped "
+                   "(--epochs may be raised to train longer; other settings make another checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)
 
@@ -613,11 +621,11 @@ def _cmd_finetune(a) -> int:
                            face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, seed=a.seed)
     if a.save:
         path = F.save(a.save, a.data, cfg, format=a.format, progress=not a.no_progress,
-                      subject_pattern=a.subject_pattern)
+                      subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir)
         print(f"model saved: {path}")
         return 0
     r = F.run(a.data, cfg, a.protocol, format=a.format, folds=a.folds, test_size=a.test_size,
-              subject_pattern=a.subject_pattern,
+              subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir,
               test_split=a.test_split, progress=not a.no_progress)
     if a.report_dir:
         from .reports import write_report
