@@ -192,6 +192,40 @@ def _cmd_merge(a) -> int:
     return 0
 
 
+# -- duplicates (fer_features.duplicates) ----------------------------------------------------------------
+def _add_duplicates(sub) -> None:
+    from .datasets import FORMATS
+
+    p = sub.add_parser(
+        "duplicates", formatter_class=_Fmt, help="find pixel-identical images in a dataset (and test images "
+        "with a copy in training)",
+        description=("Hash every image's decoded pixels and report groups of identical images (and those whose "
+                     "labels differ); for a dataset with splits, the test images (official protocol: FER2013's "
+                     "PrivateTest) that have a pixel-identical copy in a training split."),
+        epilog="example:\n  python -m fer_features duplicates --data ../shared/datasets/fer2013/fer2013.csv.gz")
+    p.add_argument("--data", required=True, help="dataset folder, FER2013 CSV or manifest CSV (as for extract)")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout (as for extract)")
+    p.add_argument("--test-split", default=None, help="the test split (default PrivateTest / test)")
+    p.add_argument("--list", action="store_true", help="also print the test images with a copy in training")
+    p.add_argument("--json", action="store_true", help="print ONE JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_duplicates)
+
+
+def _cmd_duplicates(a) -> int:
+    from .datasets import load_dataset
+    from .duplicates import find_duplicates
+
+    r = find_duplicates(load_dataset(a.data, a.format), test_split=a.test_split, progress=not a.no_progress)
+    if a.json:
+        print(json.dumps({**r.to_dict(), **({"test_with_train_copy_paths": r.test_with_train_copy} if a.list else {})}))
+        return 0
+    print(r.summary())
+    if a.list:
+        print("\n".join(r.test_with_train_copy))
+    return 0
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", formatter_class=_Fmt, help="summarise a feature cache",
                        description="Rows, classes, subjects, splits and settings of a cache file.")
@@ -711,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbones(sub)
     _add_info(sub)
     _add_merge(sub)
+    _add_duplicates(sub)
     _add_classify(sub)
     _add_compare(sub)
     _add_significance(sub)
