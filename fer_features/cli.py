@@ -636,6 +636,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--save", default=None, metavar="MODEL.keras",
                    help="instead of evaluating, train on all images (or the training split; a validation split "
                    "such as FER2013's PublicTest drives early stopping) and save the model")
+    p.add_argument("--keep-model", default=None, metavar="MODEL.keras",
+                   help="protocol official or holdout: also save the model that was tested (reusable as a frozen "
+                   "backbone: extract --backbone MODEL.keras)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="checkpoint every epoch (model, optimizer, early-stopping state) and every finished fold "
                    "under DIR/<name>-<run|save>-<key>/; the same command again resumes where it stopped "
@@ -659,7 +662,7 @@ def _cmd_finetune(a) -> int:
         print(f"model saved: {path}")
         return 0
     r = F.run(a.data, cfg, a.protocol, format=a.format, folds=a.folds, test_size=a.test_size,
-              subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir,
+              subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir, save_model=a.keep_model,
               test_split=a.test_split, progress=not a.no_progress)
     if a.report_dir:
         from .reports import write_report

@@ -395,9 +395,12 @@ def _save_fold(folder: Path | None, proba: np.ndarray, fit_s: float, pred_s: flo
 
 def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "auto", folds: int = 10,
         test_size: float = 0.1, test_split: str | None = None, progress: bool = True, log=None,
-        subject_pattern: str | None = None, checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+        subject_pattern: str | None = None, checkpoint_dir: str | Path | None = None,
+        save_model: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune and test on every fold of ``protocol``; returns a result dict with ``evaluate``'s keys.
 
+    ``save_model``: a protocol of one split only (official, holdout): also save the model that was tested
+    (``.keras``, as :func:`save` writes), e.g. to reuse it as a frozen backbone (``extract --backbone``).
     Protocol ``official`` with a validation split (FER2013: train Training, test PrivateTest): the
     validation split (PublicTest) drives early stopping and model choice and is never trained on; other
     protocols hold out ``cfg.val_fraction`` of each fold's training part. ``checkpoint_dir``: per-epoch
@@ -416,6 +419,9 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     splits, info = ev.make_splits(protocol, y, groups if has_groups else None, split if any(split) else None,
                                   folds=folds, test_size=test_size, test_split=test_split, seed=cfg.seed,
                                   label_names=names)
+    if save_model and (len(splits) != 1 or Path(save_model).suffix != ".keras"):
+        raise ValueError(f"{save_model}: saving the tested model needs a protocol of one split (official, holdout) "
+                         "and a .keras file name")
     val_rows, val_names = validation_rows(split, info) if protocol == "official" else (np.array([], int), [])
     if len(val_rows):
         info["validation_split"] = val_names
@@ -431,6 +437,8 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     for k, (tr, te) in enumerate(splits):
         folder = run_dir / f"fold-{k + 1}" if run_dir else None
         done = _fold_done(folder)
+        if done is not None and save_model and not Path(save_model).is_file():
+            done = None  # the model is wanted: the checkpoint gives it back without training again
         if done is not None:
             log(f"fold {k + 1}/{len(splits)}: done in an earlier run ({folder})")
             proba, f_s, p_s, hist = done["proba"], done["fit_s"], done["pred_s"], done["history"]
@@ -445,6 +453,9 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
             t = time.perf_counter()
             proba = predict_proba(model, images[te], cfg.batch_size)
             p_s = time.perf_counter() - t
+            if save_model:
+                write_keras(save_model, model, ds, cfg, hist, n_train=len(tr), validation=val_names)
+                log(f"model saved: {save_model}")
             _save_fold(folder, proba, f_s, p_s, hist)
         probas.append(proba)
         preds.append(proba.argmax(axis=1))
@@ -465,6 +476,8 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
                 "training_history": histories})
     if run_dir is not None:
         res["checkpoint_dir"] = str(run_dir)
+    if save_model:
+        res["saved_model"] = str(save_model)
     return res
 
 
@@ -494,16 +507,24 @@ def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", p
     model, hist = train(cfg, images[idx], y[idx], len(names), groups[idx] if _has_groups(groups) else None, log,
                         validation=(images[val_rows], y[val_rows]) if len(val_rows) else None,
                         checkpoint=folder, checkpoint_key=key)
+    return write_keras(path, model, ds, cfg, hist, n_train=len(idx), validation=val_names)
+
+
+def write_keras(path: str | Path, model, ds, cfg: FinetuneConfig, history: dict, *, n_train: int,
+                validation: list[str]) -> Path:
+    """Save a trained model as ``.keras`` with its labels, preprocessing and training summary (written as a
+    temporary file and renamed)."""
+    from .datasets import dataset_stem
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.keras")
     model.save(tmp)
-    from .datasets import dataset_stem
-
-    meta = {"format": "fer_features.keras/1", "label_names": names, "finetune": cfg.to_dict(),
-            "extraction": cfg.extraction(), "n_train": int(len(idx)), "dataset": dataset_stem(ds.root),
-            "validation_split": val_names, "n_validation": int(len(val_rows)),
-            "epochs_run": [p["epochs_run"] for p in hist["phases"]],
-            "best_val_accuracy": [max(p.get("val_accuracy") or [float("nan")]) for p in hist["phases"]]}
+    meta = {"format": "fer_features.keras/1", "label_names": ds.label_names, "finetune": cfg.to_dict(),
+            "extraction": cfg.extraction(), "n_train": int(n_train), "dataset": dataset_stem(ds.root),
+            "validation_split": validation, "n_validation": int(history.get("n_val", 0)),
+            "epochs_run": [p["epochs_run"] for p in history["phases"]],
+            "best_val_accuracy": [max(p.get("val_accuracy") or [float("nan")]) for p in history["phases"]]}
     with zipfile.ZipFile(tmp, "a") as z:
         z.writestr(KERAS_META, json.dumps(meta, default=str))
     tmp.replace(path)

@@ -122,11 +122,12 @@ def default_output(a: Path, b: Path, key: str) -> Path:
     return a.parent / f"{dataset}__{middle}__{key[:12]}.h5"
 
 
-def merge_caches(a: str | Path, b: str | Path, out: str | Path | None = None, *, block_rows: int = 4096,
-                 log=None) -> Path:
+def merge_caches(a: str | Path, b: str | Path, out: str | Path | None = None, *, out_dir: str | Path | None = None,
+                 block_rows: int = 4096, log=None) -> Path:
     """Write the cache of A's rows with A's features followed by B's (B's rows matched to A's); return its path.
 
-    An existing complete file at ``out`` made from the same two caches is returned as is (a hit).
+    ``out``: the file (default: :func:`default_output` in ``out_dir``, else beside A). An existing complete
+    file there made from the same two caches is returned as is (a hit).
     """
     log = log or (lambda msg: None)
     ma, mb = _meta(Path(a)), _meta(Path(b))
@@ -134,7 +135,10 @@ def merge_caches(a: str | Path, b: str | Path, out: str | Path | None = None, *,
     ka, kb = ma["attrs"].get("key", ""), mb["attrs"].get("key", "")
     key = hashlib.sha256(json.dumps({"merge": [ka, kb], "format": CACHE_FORMAT, "merge_format": MERGE_FORMAT})
                          .encode()).hexdigest()
-    out = Path(out) if out else default_output(ma["path"], mb["path"], key)
+    if not out:
+        out = default_output(ma["path"], mb["path"], key)
+        out = Path(out_dir) / out.name if out_dir else out
+    out = Path(out)
     if out.suffix != ".h5":
         raise CacheError(f"{out}: a cache file name ends in .h5")
     if is_complete(out):

@@ -163,12 +163,17 @@ def test_official_protocol_validates_on_publictest_and_never_trains_on_it(tmp_pa
 
     monkeypatch.setattr(F, "train", spy)
     cfg = F.FinetuneConfig(mode="head", epochs=2, val_fraction=0.15, **{**TINY, "image_size": 32})
-    r = F.run(csv, cfg, "official", progress=False, log=lambda m: None)
+    tested = tmp_path / "tested.keras"
+    r = F.run(csv, cfg, "official", progress=False, log=lambda m: None, save_model=tested)
     assert seen == [(16, 8)]  # trained on Training only; PublicTest is the validation set, not 15 % of Training
     assert r["n_test"] == 8 and r["test_split"] == "PrivateTest" and r["train_splits"] == ["Training"]
     assert r["validation_split"] == ["PublicTest"] and r["n_validation"] == 8
     assert "validation PublicTest (8 images)" in r["protocol_description"]
     assert r["training_history"][0]["n_train"] == 16 and r["training_history"][0]["n_val"] == 8
+    meta = json.loads(zipfile.ZipFile(tested).read(F.KERAS_META))  # the tested model, kept for reuse
+    assert meta["n_train"] == 16 and meta["n_validation"] == 8 and r["saved_model"] == str(tested)
+    with pytest.raises(ValueError, match="one split"):
+        F.run(csv, cfg, "kfold", folds=2, progress=False, log=lambda m: None, save_model=tested)
 
     seen.clear()
     path = F.save(tmp_path / "m.keras", csv, cfg, progress=False, log=lambda m: None)
