@@ -7,7 +7,9 @@ backbone stay frozen in inference mode in every phase (the usual Keras transfer-
 trains them.
 Training images stream through ``tf.data`` with on-the-fly augmentation (training images only); a validation
 part carved from each fold's training part (by subject where ids exist) drives early stopping and restores the
-best weights. Results carry the same keys as ``evaluation.evaluate`` so ``compare --include`` can table them.
+best weights; under the official protocol a dataset's validation split (FER2013's PublicTest) does instead,
+never trained on. With a checkpoint folder every epoch is saved and a re-run resumes (``checkpoints.py``).
+Results carry the same keys as ``evaluation.evaluate`` so ``compare --include`` can table them.
 """
 from __future__ import annotations
 
