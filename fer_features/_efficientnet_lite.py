@@ -66,39 +66,45 @@ def feature_maps(size: int) -> list[tuple[str, tuple[int, int, int]]]:
 
 
 def build(input_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), include_top: bool = True, classes: int = 1000,
-          dropout: float = 0.2, name: str = "efficientnet_lite0"):
-    """Build EfficientNet-Lite0 (no weights). Input: normalised float tensor; see ``preprocess_mode``."""
+          dropout: float = 0.2, name: str = "efficientnet_lite0", initializer: str = "glorot_uniform"):
+    """Build EfficientNet-Lite0 (no weights). Input: normalised float tensor; see ``preprocess_mode``.
+
+    ``initializer``: of the convolution and dense kernels; ``'zeros'`` where weights are loaded next (on JAX
+    each random kernel shape compiles its own generator: about a minute for this network on 2 CPU cores).
+    """
     import keras
     from keras import layers
 
+    conv = dict(use_bias=False, kernel_initializer=initializer)
     relu6 = lambda n: layers.ReLU(6.0, name=n)  # noqa: E731
 
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", name="stem_conv", **conv)(inputs)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")(x)
     x = relu6("stem_activation")(x)
     for bname, _stage, k, s, e, fin, fout in _block_names():
         shortcut = x
         filters = fin * e
         if e != 1:
-            x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{bname}_expand_conv")(x)
+            x = layers.Conv2D(filters, 1, padding="same", name=f"{bname}_expand_conv", **conv)(x)
             x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{bname}_expand_bn")(x)
             x = relu6(f"{bname}_expand_activation")(x)
-        x = layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False, name=f"{bname}_dwconv")(x)
+        x = layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False,
+                                   depthwise_initializer=initializer, name=f"{bname}_dwconv")(x)
         x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{bname}_bn")(x)
         x = relu6(f"{bname}_activation")(x)
-        x = layers.Conv2D(fout, 1, padding="same", use_bias=False, name=f"{bname}_project_conv")(x)
+        x = layers.Conv2D(fout, 1, padding="same", name=f"{bname}_project_conv", **conv)(x)
         x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{bname}_project_bn")(x)
         if s == 1 and fin == fout:
             x = layers.Add(name=f"{bname}_add")([x, shortcut])
-    x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="top_conv")(x)
+    x = layers.Conv2D(1280, 1, padding="same", name="top_conv", **conv)(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="top_bn")(x)
     x = relu6("top_activation")(x)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if dropout:
             x = layers.Dropout(dropout, name="top_dropout")(x)
-        x = layers.Dense(classes, activation="softmax", name="predictions")(x)
+        x = layers.Dense(classes, activation="softmax", kernel_initializer=initializer, name="predictions")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -324,7 +324,9 @@ def _keras_app(cfg: BackboneConfig, include_top: bool, weights: str, size: int):
 def _lite(include_top: bool, weights: str, size: int):
     from . import _efficientnet_lite as lite
 
-    model = lite.build((size, size, 3), include_top=include_top)
+    loads_all = weights == "imagenet" or weights.endswith((".pth", ".pt"))  # every kernel overwritten next
+    init = "zeros" if loads_all else "glorot_uniform"
+    model = lite.build((size, size, 3), include_top=include_top, initializer=init)
     if weights == "imagenet":
         lite.load_weights(model)
     elif weights != "random":

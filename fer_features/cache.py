@@ -66,7 +66,8 @@ def cache_filename(dataset_name: str, settings: dict[str, Any], key: str) -> str
 
 def package_versions() -> dict[str, str]:
     out = {}
-    for pkg in ("fer_features", "tensorflow-cpu", "tensorflow", "keras", "numpy", "h5py",
+    for pkg in ("fer_features", "tensorflow-cpu", "tensorflow", "keras", "jax", "jaxlib", "torch",
+                "numpy", "h5py",
                 "opencv-python-headless", "scikit-image", "pillow", "mtcnn"):
         try:
             out[pkg] = metadata.version(pkg)

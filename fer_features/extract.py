@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from . import backbones as bb
 from .cache import (CacheWriter, cache_filename, cache_key, is_complete, load_cache, package_versions,
                     read_attrs)
+from .device import keras_backend
 from .preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN, INTENSITY_METHODS, PreprocessConfig, Preprocessor
 
 DEFAULT_CACHE_DIR = "cache"
@@ -132,7 +133,22 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             "flip_average": bool(self.flip_average),
             # only when not float32, so that float32 caches keep the keys they had before this option
             **({"precision": self.precision} if self.precision != "float32" else {}),
+            **self._backend_setting(cfg),
         }
+
+    def _backend_setting(self, cfg: bb.BackboneConfig) -> dict[str, str]:
+        """``{'keras_backend': name}`` for random weights on a backend other than TensorFlow, else ``{}``.
+
+        Random weights come from the backend's own generator (same seed, other numbers on JAX or torch);
+        trained weights give the same features on every backend, to float tolerance, so they keep one key
+        (and TensorFlow caches the keys they had before other backends were supported)."""
+        if cfg.family in ("classical", bb.KERAS_FILE) or not self._random_weights():
+            return {}
+        backend = keras_backend()
+        return {} if backend == "tensorflow" else {"keras_backend": backend}
+
+    def _random_weights(self) -> bool:
+        return bb.normalize_weights(self.weights) == "random"
 
     def _preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig(image_size=self.resolved_image_size(), face_crop=self.face_crop,
@@ -146,7 +162,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None):
         """Build the frozen network; returns self."""
         self._validate()
-        if self.weights in (None, "random", "none"):
+        if self._random_weights():
             import keras
 
             keras.utils.set_random_seed(0)  # random weights: reproducible, so the cache key stays honest
@@ -192,7 +208,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _forward(self, b: np.ndarray) -> np.ndarray:
         """One batch through the network, a short batch zero-padded to ``batch_size``: every call has the
-        same shape, so TensorFlow traces the graph once (a new shape costs ~0.5 s of retracing)."""
+        same shape, so the backend traces (JAX: compiles) the graph once (a new shape costs ~0.5 s or more)."""
         n, bs = len(b), int(self.batch_size)
         x = b.astype(np.float32)
         if n < bs and not bb.is_classical(self.backbone):
@@ -343,11 +359,17 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
 def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtractor, *, strict: bool,
                   progress: bool, workers: int, log) -> Path:
     """The extraction itself, into ``path`` (the caller holds the cache lock)."""
+    from . import device
     from .datasets import ImageReadError
 
     t_build = time.perf_counter()
     ext.fit()
     t_build = time.perf_counter() - t_build
+    on = "CPU" if bb.is_classical(ext.backbone) else device.describe()
+    if on.startswith("tensorflow") and (clash := device.tensorflow_conflict()):
+        import warnings
+
+        warnings.warn(clash, UserWarning, stacklevel=2)
     t0 = time.perf_counter()
     label_names = list(ds.label_names)
     label_index = {n: i for i, n in enumerate(label_names)}
@@ -363,6 +385,7 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
         "weights_spec": bb.normalize_weights(ext.weights),
         **({"backbone_spec": str(Path(ext.backbone).expanduser().resolve())}  # where the .keras file was read
            if settings.get("weights") == "model-file" else {}),
+        "compute_device": on,
         **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
     }
     writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs, log=log)
@@ -440,7 +463,8 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
             log(f"{writer.n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
         if ext.face_crop != "none":
             log(f"no face found in {writer.n_no_face} of {f_rows} image(s): whole image kept")
-        log(f"extracted {n_done_rows} images in {elapsed:.1f} s ({rate:.1f} img/s; model built in {t_build:.1f} s)")
+        log(f"extracted {n_done_rows} images in {elapsed:.1f} s ({rate:.1f} img/s; model built in {t_build:.1f} s; "
+            f"{on})")
         return final
     except KeyboardInterrupt:
         writer.close()  # keep the finished chunks: the next identical run resumes after them

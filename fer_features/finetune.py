@@ -169,10 +169,29 @@ def _augmenter(aug: AugmentConfig | None, seed: int):
     return keras.Sequential(layers, name="augment") if layers else None
 
 
+def _tensorflow():
+    """TensorFlow, for tf.data (with any Keras backend: the model itself runs on JAX or torch as well)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        from .device import keras_backend
+
+        raise ValueError("finetune streams its images through tf.data and needs TensorFlow installed, whatever "
+                         f"the Keras backend (here {keras_backend()}): pip install tensorflow-cpu") from None
+    return tf
+
+
+def _log_device(log) -> None:
+    from . import device
+
+    _tensorflow()  # before the images are loaded: a missing TensorFlow stops the run at once
+    log(f"training on {device.describe()}")
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, training: bool = False,
                  augment: AugmentConfig | None = None, seed: int = 0):
     """tf.data pipeline of uint8 images -> float32 batches, shuffled and augmented when training."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
     if training:
@@ -412,6 +431,7 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     from . import evaluation as ev
 
     log = log or (lambda m: print(m, file=sys.stderr))
+    _log_device(log)
     ds, images = load_images(data, cfg, format, progress, subject_pattern)
     names = ds.label_names
     y, groups, split = _targets(ds)
@@ -496,6 +516,7 @@ def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", p
     path = Path(path)
     if path.suffix != ".keras":  # before the training, not after it
         raise ValueError(f"{path}: a fine-tuned model is saved as .keras")
+    _log_device(log or (lambda m: print(m, file=sys.stderr)))
     ds, images = load_images(data, cfg, format, progress, subject_pattern)
     names = ds.label_names
     y, groups, split = _targets(ds)

@@ -221,6 +221,9 @@ class FaceDetector:
     def _haar(self) -> cv2.CascadeClassifier:
         c = getattr(self._local, "haar", None)
         if c is None:
+            if not hasattr(cv2, "CascadeClassifier"):
+                raise RuntimeError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 removed them): "
+                                   "pip install 'opencv-python-headless<5', or use --face-crop none or mtcnn")
             path = cv2.data.haarcascades + self.HAAR_FILE
             c = cv2.CascadeClassifier(path)
             if c.empty():
