@@ -137,15 +137,17 @@ def _markdown(res: dict) -> str:
              f"Machine: {m['cpu']}, {m['cpu_count']} cores; " + (f"GPU: {m['nvidia_smi']}; " if "nvidia_smi" in m else "")
              + f"Python {m['python']}, Keras {m.get('keras', '?')} on {m['keras_backend']}"
              + (f" {m.get('jax', '')}" if m["keras_backend"] == "jax" else "") + ".",
-             f"Images: {res['n']} from `{res['data']}`. Both configurations use extract's default preparation: Haar "
-             "face crop (margin 0), 224 px, flip average (two forward passes per image; images/s counts images).",
+             f"Images: {res['n']} from `{res['data']}`. Both configurations use extract's default preparation: "
+             + ("no face crop (see the note), " if res.get("note") else "Haar face crop (margin 0), ")
+             + "224 px, flip average (two forward passes per image; images/s counts images).",
              "Network only = `FeatureExtractor.embed` on ready crops (best of 2, after a warm-up call at that batch "
              "size: compilation excluded). End to end = `extract_dataset` into an empty cache (decode, Haar, "
              "resize, network, pooling, HDF5 write; model build and compilation excluded, shown apart).", ""]
     for name, r in res["configs"].items():
         lines += [f"## {name}: {r['label']}", "", f"Model build (incl. first compilation): {r.get('build_s', 0):.1f} s; "
-                  f"preprocessing alone (decode + Haar + resize, one thread): {r.get('prep_images_per_s', 0):.0f} img/s.",
-                  "", "| route | batch | loader threads | images | images/s | forward passes/s | vs batch 1 |",
+                  f"preparation alone ({'no face crop' if res.get('note') else 'Haar'} + resize of decoded images, one thread): "
+                  f"{r.get('prep_images_per_s', 0):.0f} img/s.",
+                  "", "| route | batch | loader threads | images | images/s | forward passes/s | vs network batch 1 |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         one = next((x["images_per_s"] for x in r.get("network", []) if x["batch_size"] == 1), None)
         for x in r.get("network", []):
@@ -178,6 +180,10 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="use N images, evenly spaced over the dataset (0: all)")
     ap.add_argument("--single-limit", type=int, default=256,
                     help="images for the batch-1 timing (one call per face is slow on a CPU)")
+    ap.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="network-only batch sizes")
+    ap.add_argument("--e2e-batch-sizes", default="32,256",
+                    help="end-to-end batch sizes: the first with extract's 2 loader threads, the others with one "
+                         "thread per core")
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"of {', '.join(CONFIGS)}")
     ap.add_argument("--reference", default=None, help="a cache of the default features of the same images")
     ap.add_argument("--budget-s", type=float, default=210, help="skip the remaining steps past this many seconds")
@@ -241,7 +247,8 @@ def main(argv=None) -> int:
         crops, _ = fx.prepare(images)
         r["prep_images_per_s"] = len(images) / (time.perf_counter() - t)
         r["network"], r["end_to_end"] = [], []
-        for bs in (32, 256, 1):
+        sizes = [int(b) for b in a.batch_sizes.split(",")]
+        for bs in sorted(sizes, key=lambda b: (b == 1, b)):  # batch 1 (the slowest) last
             if over(f"{name}: network batch {bs}"):
                 continue
             # a full batch at least (crops repeated where fewer), so that no timing is of zero padding
@@ -252,7 +259,8 @@ def main(argv=None) -> int:
             save()
         r["network"].sort(key=lambda x: x["batch_size"])
         del fx
-        for bs, workers in ((32, 2), (256, cores)):
+        e2e = [int(b) for b in a.e2e_batch_sizes.split(",") if b]
+        for bs, workers in [(b, 2 if i == 0 else cores) for i, b in enumerate(e2e)]:
             if over(f"{name}: end to end batch {bs}"):
                 continue
             x = _end_to_end(ds, cfg, bs, workers, a.reference if name == "default" and "note" not in res else None)
