@@ -46,9 +46,12 @@ def _setup_jax_cache(folder: str) -> None:
     """Persistent compilation cache (before any compilation): equal programs compile once per run."""
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    try:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    except (AttributeError, KeyError, ValueError) as exc:  # another JAX version: only slower builds
+        print(f"no persistent compilation cache: {exc}", flush=True)
 
 
 def _machine() -> dict:
