@@ -12,7 +12,9 @@ The optimiser is Optuna's TPE sampler (Bayesian optimisation with tree-structure
 the same seed gives the same trials), chosen over scikit-optimize (little maintained, GP-based: slower per
 trial on conditional spaces). The first trial is the fixed preset's configuration (e.g. ``linear_svm``), so
 the search starts from the known baseline; trials that are clearly worse than the median after two inner
-folds are stopped early (Optuna's median pruner).
+folds are stopped early (Optuna's median pruner). The first 10 trials (the baseline included) are random,
+whatever the budget, so a search of budget b is exactly the first b trials of a longer search with the same
+seed (``best_at``: what a smaller budget would have chosen).
 
 Searched hyper-parameters (MATLAB's names mapped to scikit-learn; ``SPACES`` says each range):
 
@@ -43,6 +45,7 @@ DEFAULT_BUDGET = 30  # configurations evaluated per search (bench/results/optimi
 DEFAULT_INNER_FOLDS = 5
 PCA_VARIANCE = 0.95  # PCA "on": keep 95 % of the variance (MATLAB's default explained variance)
 PRUNE_AFTER = 2  # inner folds a trial runs before the median pruner may stop it
+STARTUP_TRIALS = 10  # TPE's random trials (the baseline included) before it models the scores
 
 
 @dataclass(frozen=True)
@@ -352,7 +355,8 @@ class OptimizableClassifier(ClassifierMixin, BaseEstimator):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         budget = int(self.budget)
-        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(10, max(3, budget // 3)))
+        # fixed start-up count: a search of budget b is the first b trials of a longer one with the same seed
+        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=STARTUP_TRIALS)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=PRUNE_AFTER - 1)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
         start = {k: v for k, v in BASELINES[self.space].items() if k not in fixed}
@@ -415,9 +419,17 @@ class OptimizableClassifier(ClassifierMixin, BaseEstimator):
         rec = {"best_params": self.best_params_, "best_inner_accuracy": self.best_score_,
                "n_trials": len(states), "n_pruned": states.count("pruned"), "inner_cv": self.inner_cv_,
                "search_seconds": float(self.search_seconds_), "refit_seconds": float(self.refit_seconds_)}
+        rec["trials"] = self.trials_
         if inner_splits:
             rec["inner_splits"] = [{"train": tr.tolist(), "validation": va.tolist()} for tr, va in self.inner_splits_]
         return rec
+
+
+def best_at(trials: list[dict], budget: int) -> dict[str, Any] | None:
+    """The parameters a search of ``budget`` trials would have chosen: the best complete trial among the first
+    ``budget`` of ``trials`` (``trials_`` / a search record's ``trials``; fixed parameters not included)."""
+    done = [t for t in trials[:budget] if t["state"] == "complete"]
+    return max(done, key=lambda t: (t["value"], -t["number"]))["params"] if done else None
 
 
 class _Replay:
