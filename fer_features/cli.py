@@ -209,8 +209,9 @@ def _add_eval_options(p, default_clf: str) -> None:
     p.add_argument("--test-cache", default=None, metavar="B.h5",
                    help="cross-dataset: train on all of --cache, test on all of this cache (same extraction "
                    "settings; classes on one side only are dropped); protocol cross-dataset")
-    p.add_argument("--clf", default=default_clf, help="classifier preset(s); see: python -m fer_features classifiers (compare: all = the fixed "
-                   "presets, seed, optimizable = the four optimizable ones, or a comma-separated list)")
+    p.add_argument("--clf", default=default_clf, help="classifier preset(s); see: python -m fer_features classifiers (compare: a comma-separated "
+                   "list, where all = the fixed presets, seed = the seed study's, optimizable = the four optimizable "
+                   "ones, e.g. all,optimizable)")
     p.add_argument("--protocol", default="auto", choices=PROTOCOLS,
                    help="auto = group-kfold with subject ids, else official with a split, else kfold; "
                    "cross-dataset (the only one with --test-cache) = train on --cache, test on --test-cache")
@@ -441,14 +442,9 @@ def _cmd_compare(a) -> int:
     included = [r for inc in a.include for r in load_results(inc)]  # a bad file fails before the long run
     from .optimizable import PRESETS as OPTIMIZABLE
 
-    if a.clf in ("all", ""):
-        names = list(C.PRESETS)
-    elif a.clf == "seed":
-        names = C.SEED_CLASSIFIERS
-    elif a.clf == "optimizable":
-        names = list(OPTIMIZABLE)
-    else:
-        names = [n.strip() for n in a.clf.split(",") if n.strip()]
+    groups = {"all": list(C.PRESETS), "seed": C.SEED_CLASSIFIERS, "optimizable": list(OPTIMIZABLE)}
+    tokens = [n.strip() for n in a.clf.split(",") if n.strip()] or ["all"]  # e.g. all,optimizable: every preset
+    names = list(dict.fromkeys(n for t in tokens for n in groups.get(t, [t])))
     cache = load_cache(a.cache)
     test_cache = _test_cache(a)
     done = []

@@ -22,8 +22,9 @@ Searched hyper-parameters (MATLAB's names mapped to scikit-learn; ``SPACES`` say
   kernel scale s as a multiple of the fixed presets' ``sqrt(D)`` (``gamma = 1 / (s^2 D var)``, sklearn's 'scale'
   divided by s^2), standardise on/off;
 * knn: neighbours k, distance metric, distance weights (equal / inverse / squared inverse), standardise on/off;
-* nn: 1-3 layers, their sizes, activation (relu, tanh, sigmoid, none), lambda (sklearn's ``alpha``),
-  standardise on/off; L-BFGS, 1000 iterations as the fixed presets;
+* nn: 1-3 layers, their sizes (5-100 units: the fixed presets' range; MATLAB searches up to 300, which on
+  3,920-d features costs minutes per L-BFGS fit), activation (relu, tanh, sigmoid, none), lambda (sklearn's
+  ``alpha``), standardise on/off; L-BFGS, 1000 iterations as the fixed presets;
 * ensemble: method (bagged trees = random forest, boosted trees = SAMME AdaBoost over trees with sqrt(D)
   candidate features per split, random subspace over 1-NN learners with half of the features), learners,
   learning rate (boosting), minimum leaf size (trees).
@@ -41,7 +42,7 @@ from sklearn.utils.metaestimators import available_if
 
 from . import classifiers as clfs
 
-DEFAULT_BUDGET = 30  # configurations evaluated per search (bench/results/optimizable.md: accuracy vs budget)
+DEFAULT_BUDGET = 20  # configurations per search (bench/results/optimizable.md: accuracy by budget)
 DEFAULT_INNER_FOLDS = 5
 PCA_VARIANCE = 0.95  # PCA "on": keep 95 % of the variance (MATLAB's default explained variance)
 PRUNE_AFTER = 2  # inner folds a trial runs before the median pruner may stop it
@@ -64,8 +65,8 @@ SPACES: dict[str, dict[str, str]] = {
     "knn": {"n_neighbors": "1 .. min(n/2, 200) (log)",
             "metric": "euclidean | manhattan | chebyshev | minkowski3 | cosine | correlation",
             "weights": "uniform | distance | squared_inverse", "standardize": "True | False", "pca": "False | True"},
-    "nn": {"n_layers": "1 .. 3", "size_1": "5 .. 300 (log)", "size_2": "5 .. 300 (log)",
-           "size_3": "5 .. 300 (log)", "activation": "relu | tanh | logistic | identity",
+    "nn": {"n_layers": "1 .. 3", "size_1": "5 .. 100 (log)", "size_2": "5 .. 100 (log)",
+           "size_3": "5 .. 100 (log)", "activation": "relu | tanh | logistic | identity",
            "alpha": "1e-5 .. 1e2 (log)", "standardize": "True | False", "pca": "False | True"},
     "ensemble": {"method": "bag | boost | subspace", "n_learners": "10 .. 300 (log)",
                  "learning_rate": "1e-3 .. 1 (log, boost)", "min_samples_leaf": "1 .. 50 (log, trees)",
@@ -132,7 +133,7 @@ def suggest(space: str, s: _Suggest, n_train: int) -> dict[str, Any]:
              "standardize": s.cat("standardize", [True, False])}
     elif space == "nn":
         n = s.int("n_layers", 1, 3, log=False)
-        p = {"n_layers": n, **{f"size_{i}": s.int(f"size_{i}", 5, 300) for i in range(1, n + 1)},
+        p = {"n_layers": n, **{f"size_{i}": s.int(f"size_{i}", 5, 100) for i in range(1, n + 1)},
              "activation": s.cat("activation", ["relu", "tanh", "logistic", "identity"]),
              "alpha": s.float("alpha", 1e-5, 1e2), "standardize": s.cat("standardize", [True, False])}
     elif space == "ensemble":

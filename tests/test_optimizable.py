@@ -54,7 +54,7 @@ def test_same_seed_same_search_and_smaller_budget_is_a_prefix():
     fit = lambda budget, seed=0: O.OptimizableClassifier("svm", budget=budget, inner_folds=3, seed=seed).fit(  # noqa: E731
         X, y, groups=g)
     a, b, short = fit(6), fit(6), fit(3)
-    assert a.best_params_ == b.best_params_ and a.trials_ == [dict(t, seconds=t["seconds"]) for t in a.trials_]
+    assert a.best_params_ == b.best_params_ and a.best_score_ == b.best_score_
     assert [t["params"] for t in a.trials_] == [t["params"] for t in b.trials_]
     assert [t["params"] for t in short.trials_] == [t["params"] for t in a.trials_[:3]]
     assert O.best_at(a.trials_, 3) == O.best_at(short.trials_, 3)
@@ -67,11 +67,11 @@ def test_baseline_configuration_is_the_fixed_preset():
     base = O.fit_config("svm", O.BASELINES["svm"], X, y, engine="sklearn")
     fixed = C.make_classifier("linear_svm", engine="sklearn").fit(X, y)
     Xt = blobs(n_subjects=2, per=9, seed=5)[0]
-    assert np.allclose(base[-1].gamma, 1.0 / (X.shape[1] * StandardVar(X)), rtol=1e-4)
+    assert np.allclose(base[-1].gamma, 1.0 / (X.shape[1] * _standard_var(X)), rtol=1e-4)
     assert (base.predict(Xt) == fixed.predict(Xt)).all()
 
 
-def StandardVar(X):
+def _standard_var(X):
     from sklearn.preprocessing import StandardScaler
 
     return float(StandardScaler().fit_transform(X).var())
