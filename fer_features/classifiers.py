@@ -189,6 +189,8 @@ def fitted_engine(pipe, name: str, engine: str) -> str:
     """``engine_used`` as a fitted pipeline actually ran it: a ``FusedMLP`` runs scikit-learn's own code for
     two classes or overridden layers, and may fuse an overridden wide preset."""
     est = pipe[-1] if hasattr(pipe, "steps") else pipe
+    if hasattr(est, "fitted_engine_"):  # an optimizable preset (optimizable.py) knows what its refit ran
+        return est.fitted_engine_
     if isinstance(est, FusedMLP) and hasattr(est, "fused_"):
         return "numba" if est.fused_ else "sklearn"
     return engine_used(name, engine)

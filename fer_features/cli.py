@@ -276,7 +276,9 @@ def _add_eval_options(p, default_clf: str) -> None:
     p.add_argument("--test-cache", default=None, metavar="B.h5",
                    help="cross-dataset: train on all of --cache, test on all of this cache (same extraction "
                    "settings; classes on one side only are dropped); protocol cross-dataset")
-    p.add_argument("--clf", default=default_clf, help="classifier preset(s); see: python -m fer_features classifiers")
+    p.add_argument("--clf", default=default_clf, help="classifier preset(s); see: python -m fer_features classifiers (compare: a comma-separated "
+                   "list, where all = the fixed presets, seed = the seed study's, optimizable = the four optimizable "
+                   "ones, e.g. all,optimizable)")
     p.add_argument("--protocol", default="auto", choices=PROTOCOLS,
                    help="auto = group-kfold with subject ids, else official with a split, else kfold; "
                    "cross-dataset (the only one with --test-cache) = train on --cache, test on --test-cache")
@@ -302,6 +304,14 @@ def _add_eval_options(p, default_clf: str) -> None:
                    help="grow every class of the training part to N images (max: to the largest class) with "
                    "augmented copies; larger classes are kept whole")
     g.add_argument("--augment", default="default", metavar="SPEC", help=AUGMENT_HELP)
+    from .optimizable import DEFAULT_BUDGET, DEFAULT_INNER_FOLDS
+
+    g = p.add_argument_group("optimizable presets (optimizable_svm|knn|nn|ensemble: a nested search in each outer "
+                             "training part only, inner folds by subject where known)")
+    g.add_argument("--budget", type=int, default=DEFAULT_BUDGET, metavar="N",
+                   help="configurations each search tries (Optuna TPE, seeded with --seed)")
+    g.add_argument("--inner-folds", type=int, default=DEFAULT_INNER_FOLDS, metavar="K",
+                   help="inner folds of the search (leave-one-subject-out when the training part has <= K subjects)")
     p.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (default: up to 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (classifiers x folds, on stderr)")
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
@@ -329,6 +339,23 @@ def _pca_arg(v: float | None) -> float | int | None:
     return int(v) if v >= 1 else float(v)
 
 
+def _search_kwargs(a) -> dict:
+    """The optimizable presets' search settings of ``evaluation.run`` from the parsed options."""
+    if a.budget < 1 or a.inner_folds < 2:
+        raise ValueError(f"--budget must be >= 1 and --inner-folds >= 2, got {a.budget} and {a.inner_folds}")
+    return {"budget": a.budget, "inner_folds": a.inner_folds}
+
+
+def _print_searches(results) -> None:
+    """The chosen hyper-parameters per outer fold of every optimizable result."""
+    from .optimizable import search_table
+
+    for r in results:
+        if r.get("search"):
+            print()
+            print(search_table(r))
+
+
 def _print_result(r: dict) -> None:
     from .reports import protocol_header, text_table
 
@@ -346,6 +373,7 @@ def _print_result(r: dict) -> None:
     print(" " * (w + 1) + " ".join(f"{x[:w]:>{w}}" for x in labels))
     for lab, row in zip(labels, r["confusion_matrix"]):
         print(f"{lab:<{w}} " + " ".join(f"{v:>{w}}" for v in row))
+    _print_searches([r])
 
 
 def _add_classify(sub) -> None:
@@ -385,7 +413,7 @@ def _cmd_classify(a) -> int:
     results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
                         test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
                         pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm,
-                        progress=not a.no_progress, test_cache=test_cache, **aug)
+                        progress=not a.no_progress, test_cache=test_cache, search=_search_kwargs(a), **aug)
     r = results[0]
     if a.save:
         path, trained_on = _save(cache, a, overrides, aug)
@@ -430,18 +458,33 @@ def _save(cache, a, overrides, aug) -> tuple:
         (tr, _te), = make_splits("official", cache.labels, None, cache.split, test_split=a.test_split)[0]
         idx = tr
         trained_on = "the training split"
+    from .optimizable import is_optimizable, make_optimizable
+
     # saved models use stock scikit-learn: skops stores its estimators safely (sklearnex holds native state)
-    pipe = make_classifier(a.clf, overrides, engine="sklearn", probability=True, pca=_pca_arg(a.pca))
+    if is_optimizable(a.clf):  # the search runs on the rows the model is trained on; its refit is stock sklearn
+        pipe = make_optimizable(a.clf, overrides, engine=a.engine, pca=_pca_arg(a.pca), seed=a.seed,
+                                refit_engine="sklearn", probability=True, progress=not a.no_progress,
+                                **_search_kwargs(a))
+    else:
+        pipe = make_classifier(a.clf, overrides, engine="sklearn", probability=True, pca=_pca_arg(a.pca))
     X, y = cache.features, cache.labels
+    groups = cache.subjects if cache.has_subjects else None
+    split = cache.split if cache.has_split else None
     if augments(aug["copies"], aug["balance"]):
         d = augment_splits(cache, [(idx, np.array([], dtype=np.int64))], aug["augment"], copies=aug["copies"],
                            balance=aug["balance"])
         (idx, _), = d.splits
-        X, y = d.X, d.y
+        X, y, groups, split = d.X, d.y, d.groups, None
         trained_on += f" + {d.info['augmented_train_rows']} augmented copies"
-    pipe.fit(X[idx], y[idx])
+    fit_kw = {}
+    if getattr(pipe, "accepts_groups", False):
+        fit_kw = {"groups": None if groups is None else np.asarray(groups)[idx],
+                  "split": None if split is None else np.asarray(split)[idx], "row_ids": idx}
+    pipe.fit(X[idx], y[idx], **fit_kw)
     info = {"classifier": a.clf, "engine": "sklearn", "overrides": overrides, "trained_on": trained_on,
             "n_train": int(len(idx)), "cache": str(cache.path)}
+    if hasattr(pipe, "search_record"):
+        info["search"] = pipe.search_record(inner_splits=False)
     return save_model(a.save, pipe, cache.label_names, extraction_settings(cache), info), trained_on
 
 
@@ -464,12 +507,11 @@ def _cmd_compare(a) -> int:
     from .reports import load_results, protocol_header, text_table, write_report
 
     included = [r for inc in a.include for r in load_results(inc)]  # a bad file fails before the long run
-    if a.clf in ("all", ""):
-        names = list(C.PRESETS)
-    elif a.clf == "seed":
-        names = C.SEED_CLASSIFIERS
-    else:
-        names = [n.strip() for n in a.clf.split(",") if n.strip()]
+    from .optimizable import PRESETS as OPTIMIZABLE
+
+    groups = {"all": list(C.PRESETS), "seed": C.SEED_CLASSIFIERS, "optimizable": list(OPTIMIZABLE)}
+    tokens = [n.strip() for n in a.clf.split(",") if n.strip()] or ["all"]  # e.g. all,optimizable: every preset
+    names = list(dict.fromkeys(n for t in tokens for n in groups.get(t, [t])))
     cache = load_cache(a.cache)
     test_cache = _test_cache(a)
     done = []
@@ -485,7 +527,7 @@ def _cmd_compare(a) -> int:
                             test_split=a.test_split, seed=a.seed, engine=a.engine,
                             overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
                             subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
-                            test_cache=test_cache, **_augment_kwargs(a))
+                            test_cache=test_cache, search=_search_kwargs(a), **_augment_kwargs(a))
     results += included
     from .stats import mark_vs_best
 
@@ -495,6 +537,7 @@ def _cmd_compare(a) -> int:
         print(w)
     print()
     print(text_table(results))
+    _print_searches(results)
     if a.report_dir:
         md = write_report(results, a.report_dir, title=f"Classifier comparison on {_on(cache, test_cache)}")
         print(f"\nreport: {md}")
@@ -684,8 +727,9 @@ def _add_classifiers(sub) -> None:
 def _cmd_classifiers(a) -> int:
 
     from . import classifiers as C
+    from . import optimizable as O
 
-    rows = [C.describe(n) for n in C.PRESETS]
+    rows = [C.describe(n) for n in C.PRESETS] + [O.describe(n) for n in O.PRESETS]
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -695,7 +739,11 @@ def _cmd_classifiers(a) -> int:
         print(f"{r['name']:<{w}}  {r['description']}\n{'':<{w}}  sklearn: {params}")
     print("\nAll presets standardise features first. Engine: sklearnex (default) runs the SVMs; the narrow, "
           "bilayered and trilayered networks compute their L-BFGS loss in one pass (numba); the other presets use "
-          "stock scikit-learn; --engine sklearn uses stock scikit-learn throughout.")
+          "stock scikit-learn; --engine sklearn uses stock scikit-learn throughout.\n"
+          f"The optimizable presets search their space (Optuna TPE, --budget configurations, default "
+          f"{O.DEFAULT_BUDGET}) in each outer training part only, inner folds by subject where known, and refit the "
+          "best on that part; compare --clf optimizable runs the four. Their first trial is the fixed preset's "
+          "configuration; --set NAME=VALUE fixes a searched parameter.")
     return 0
 
 

@@ -22,13 +22,13 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import classifiers as clfs
-from .protocols import FEATURE_DEFAULTS, ProtocolError, describe_protocol  # noqa: F401 - re-exported
+from . import optimizable
+from .protocols import FEATURE_DEFAULTS, VALIDATION_SPLITS, ProtocolError, describe_protocol  # noqa: F401
 
 PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split", "cross-dataset")
 LEAKY_PROTOCOL = "augment-then-split"
 SUBJECT_INDEPENDENT = {"group-kfold", "loso"}
 ACCURACY_DEFINITION = "correct / all test images, pooled over folds"
-VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}
 TEST_SPLIT_NAMES = ("PrivateTest", "test", "Test", "testing", "Testing")
 
 
@@ -203,7 +203,7 @@ def subject_normalize(X: np.ndarray, groups: np.ndarray, mode: str,
     return X, fallback
 
 
-def _run_fold(pipe, X, y, tr, te, norm, name, engine):
+def _run_fold(pipe, X, y, tr, te, norm, name, engine, meta=None):
     Xtr, Xte, fb = X[tr], X[te], 0
     if norm is not None:  # (mode, groups, neutral mask): each part normalised on its own rows only
         mode, groups, neutral = norm
@@ -213,13 +213,24 @@ def _run_fold(pipe, X, y, tr, te, norm, name, engine):
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs iteration-limit notices: the preset's limit is the definition
-        pipe.fit(Xtr, y[tr])
+        pipe.fit(Xtr, y[tr], **_fit_params(pipe, tr, meta))
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     pred = pipe.predict(Xte)
     pred_s = time.perf_counter() - t
     proba = pipe.predict_proba(Xte) if hasattr(pipe, "predict_proba") else None  # SVC: none (not refitted)
-    return pred, fit_s, pred_s, fb, clfs.fitted_engine(pipe, name, engine), proba
+    search = pipe.search_record() if hasattr(pipe, "search_record") else None  # optimizable presets
+    return pred, fit_s, pred_s, fb, clfs.fitted_engine(pipe, name, engine), proba, search
+
+
+def _fit_params(pipe, tr, meta) -> dict:
+    """What a nested search (``optimizable.OptimizableClassifier``) is given besides the training rows: their
+    subjects and dataset split (``meta``), and their row numbers, so that its inner folds stay inside them."""
+    if not getattr(pipe, "accepts_groups", False):
+        return {}
+    groups, split = meta or (None, None)
+    return {"groups": None if not _has_groups(groups) else np.asarray(groups)[tr],
+            "split": None if split is None else np.asarray(split)[tr], "row_ids": np.asarray(tr)}
 
 
 def progress_bar(total: int, desc: str):
@@ -243,9 +254,10 @@ def _say_fitting(classifier: str, splits: list) -> None:
         _say(f"fitting {classifier} on {len(tr)} training rows (one split; {len(te)} test rows)")
 
 
-def _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold=None) -> list:
+def _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold=None, meta=None) -> list:
     """``_run_fold`` on every split (``n_jobs`` at a time), calling ``on_fold()`` as each ends; in fold order."""
-    args = [(clone(pipe), X, y, tr, te, norm, classifier, engine) for tr, te in splits]
+    args = [(_clone_for(pipe, k, len(splits)), X, y, tr, te, norm, classifier, engine, meta)
+            for k, (tr, te) in enumerate(splits)]
     if n_jobs > 1 and len(splits) > 1:  # as completed, so that a bar moves while the slow folds still run
         indexed = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             delayed(_run_fold_k)(k, *a) for k, a in enumerate(args))
@@ -259,6 +271,14 @@ def _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold=Non
     return outs
 
 
+def _clone_for(pipe, k: int, n: int):
+    """A fresh copy of ``pipe`` for fold k of n (a nested search's progress bar names its fold)."""
+    p = clone(pipe)
+    if n > 1 and "progress_label" in p.get_params(deep=False):
+        p.set_params(progress_label=f"fold {k + 1}/{n}")
+    return p
+
+
 def _run_fold_k(k: int, *args) -> tuple[int, Any]:
     return k, _run_fold(*args)
 
@@ -267,12 +287,14 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
              protocol_info: dict, *, engine: str = clfs.DEFAULT_ENGINE, overrides: dict | None = None,
              pca: float | int | None = None, n_jobs: int | None = None, duplicates: dict[str, int] | None = None,
              subject_norm: str = "none", groups: np.ndarray | None = None, progress: bool = False,
-             on_fold=None) -> dict[str, Any]:
+             on_fold=None, split: np.ndarray | None = None, search: dict | None = None) -> dict[str, Any]:
     """Fit and score ``classifier`` on every fold; return the result dict (JSON-ready).
 
     ``duplicates``: the ``duplicate_report`` of these folds, added to the result as is.
     ``subject_norm``: none | center | neutral (needs ``groups``; neutral needs a 'neutral' label).
     ``progress``: a bar over the folds on stderr; ``on_fold()`` is called as each fold finishes instead.
+    ``split``: the rows' dataset split and ``search`` (budget, inner_folds, seed): for the optimizable presets,
+    whose nested search runs on each fold's training rows only (``optimizable.py``; ``result["search"]``).
     """
     norm = None
     subject_norm = subject_norm or "none"
@@ -288,16 +310,20 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
                                     "(use center)")
             neutral = np.asarray(y) == list(label_names).index("neutral")
         norm = (subject_norm, np.asarray(groups), neutral)
-    pipe = clfs.make_classifier(classifier, overrides, engine=engine, pca=pca)
     if n_jobs is None:
         n_jobs = min(len(splits), os.cpu_count() or 1, 2)
+    if optimizable.is_optimizable(classifier):  # a trial bar where the folds run one at a time in this process
+        pipe = optimizable.make_optimizable(classifier, overrides, engine=engine, pca=pca, **(search or {}),
+                                            progress=bool(progress) and (n_jobs <= 1 or len(splits) == 1))
+    else:
+        pipe = clfs.make_classifier(classifier, overrides, engine=engine, pca=pca)
     bar = progress_bar(len(splits), classifier) if progress and on_fold is None else None
     on_fold = bar.update if bar is not None else on_fold
     if progress:
         _say_fitting(classifier, splits)
     t0 = time.perf_counter()
     try:
-        outs = _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold)
+        outs = _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold, (groups, split))
     finally:
         if bar is not None:
             bar.close()
@@ -307,7 +333,7 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
                       [o[2] for o in outs], wall, protocol_info, groups=groups,
                       probas=None if any(p is None for p in probas) else probas)
     res.update({
-        "params": clfs.describe(classifier)["params"] | (overrides or {}),
+        "params": describe_classifier(classifier)["params"] | (overrides or {}),
         "n_jobs": int(n_jobs),
         "engine": "+".join(sorted({o[4] for o in outs})),  # as the fitted folds ran it
         "pca": pca,
@@ -317,8 +343,25 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
         res["subject_norm_note"] = SUBJECT_NORM_NOTES[subject_norm]
         if subject_norm == "neutral":
             res["subject_norm_fallbacks"] = int(sum(o[3] for o in outs))
+    if outs and outs[0][6] is not None:
+        res["search"] = optimizable.search_result([o[6] for o in outs], pipe)
     res.update(duplicates or {})
     return res
+
+
+def describe_classifier(name: str) -> dict[str, Any]:
+    """``classifiers.describe`` for a fixed preset, ``optimizable.describe`` for an optimizable one."""
+    return optimizable.describe(name) if optimizable.is_optimizable(name) else clfs.describe(name)
+
+
+def check_classifier(name: str) -> None:
+    """``ClassifierError`` unless ``name`` is a fixed or an optimizable preset."""
+    if not optimizable.is_optimizable(name):
+        try:
+            clfs.get_preset(name)
+        except clfs.ClassifierError:
+            raise clfs.ClassifierError(f"unknown classifier {name!r}; known: {', '.join(clfs.PRESETS)}, "
+                                       f"{', '.join(optimizable.PRESETS)}") from None
 
 
 def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, splits: list, preds: list,
@@ -463,7 +506,8 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         test_split: str | None = None, seed: int = 0, engine: str = clfs.DEFAULT_ENGINE,
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
         subject_norm: str = "none", augment=None, copies: int = 0, balance: int | str | None = None,
-        progress: bool = True, on_result=None, test_cache=None) -> tuple[list[dict], list[str]]:
+        progress: bool = True, on_result=None, test_cache=None,
+        search: dict | None = None) -> tuple[list[dict], list[str]]:
     """Evaluate each classifier on the same folds of a cache; returns (results, warnings) in classifier order.
 
     ``test_cache``: protocol ``cross-dataset``, train on all of ``cache`` and test on all of this one
@@ -471,6 +515,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
 
     ``progress``: a bar over classifiers x folds on stderr, moved as each fold ends (and a line before each
     single-split fit); ``on_result(r)`` is called as each classifier ends (in the order they end).
+    ``search``: budget / inner_folds of the optimizable presets' nested search (seeded with ``seed``).
     """
     label_names, cross = cache.label_names, {}
     if test_cache is not None:
@@ -481,7 +526,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
             cache, test_cache, protocol, subject_norm=subject_norm, seed=seed, augments=augments(copies, balance))
     require_classes(cache.labels if test_cache is None else y, label_names)
     for name in classifiers:
-        clfs.get_preset(name)
+        check_classifier(name)
     if test_cache is None:
         X, y, groups, splits, info, notes = augmented_data(
             cache, protocol, augment=augment, copies=copies, balance=balance, folds=folds, test_size=test_size,
@@ -490,7 +535,10 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     if dup["test_rows_duplicated_in_train"]:
         notes.append(f"warning: {dup['test_rows_duplicated_in_train']} test image(s) have an exact duplicate "
                      f"in their training part ({dup['duplicate_rows']} duplicate rows in the data)")
-    kw = dict(engine=engine, overrides=overrides, pca=pca, duplicates=dup, subject_norm=subject_norm, groups=groups)
+    # the dataset split of each row, for the nested search's inner folds (not for augmented or cross-dataset rows)
+    split = cache.split if test_cache is None and cache.has_split and len(cache.split) == len(y) else None
+    kw = dict(engine=engine, overrides=overrides, pca=pca, duplicates=dup, subject_norm=subject_norm, groups=groups,
+              split=split, search={"seed": seed, **(search or {})})
     workers = min(len(classifiers), os.cpu_count() or 1, 2) if n_jobs is None else n_jobs
     parallel = len(splits) == 1 and workers > 1 and len(classifiers) > 1
     bar = progress_bar(len(classifiers) * len(splits), "classify") if progress else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 FEATURE_DEFAULTS = {"precision": "float32"}  # settings older caches (and float32 ones) do not store
+VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}  # split names (lower case) held out for validation
 
 
 class ProtocolError(ValueError):

@@ -298,6 +298,11 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Cla
     md = [f"# {title}", "", "```", protocol_header(results), "```", "", markdown_table(results), "",
           "![accuracy and time](accuracy_time.png)", ""]
     md += [f"![{p.stem}]({p.name})" for p in pngs]
+    if any(r.get("search") for r in results):  # optimizable presets: what each outer fold's search chose
+        from .optimizable import search_table
+
+        md += ["", "## Chosen hyper-parameters", ""]
+        md += [search_table(r, markdown=True) + "\n" for r in results if r.get("search")]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"
 
