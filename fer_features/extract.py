@@ -300,13 +300,15 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                     flip_average: bool = DEFAULT_FLIP_AVERAGE, precision: str = "float32",
                     batch_size: int = 32, frontal_only: bool = False, subject_pattern: str | None = None,
                     strict: bool = False, progress: bool = True, workers: int = 2,
-                    log=None) -> Path:
+                    log=None, runner=None) -> Path:
     """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
 
     An identical earlier run is a cache hit (no model is loaded); an interrupted or killed one is resumed
     after its last finished chunk; an identical run going on in another process is waited for (one lock
     per cache file). Unreadable images are skipped and listed in the cache, or stop the run when ``strict``.
     ``subject_pattern``: a regex giving each image's subject id (see ``subjects.py``); part of the cache key.
+    ``runner``: a callable doing the extraction step instead of this process, same arguments as
+    ``_extract_into`` less ``workers`` (``distributed_extract.on_cluster(cluster)``: shards on a Dask cluster).
     """
     from .cache import cache_lock
     from .datasets import Dataset, load_dataset
@@ -331,8 +333,23 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         if (hit := _complete_with_key(path, key)) is not None:  # an identical run finished while we waited
             return _cache_hit(hit, ds, log)
         with _sigterm_as_interrupt():
+            if runner is not None:  # e.g. shards on a Dask cluster: same cache, key, rows and resume
+                return runner(path, key, settings, ds, ext, strict=strict, progress=progress, log=log)
             return _extract_into(path, key, settings, ds, ext, strict=strict, progress=progress,
                                  workers=workers, log=log)
+
+
+def cache_attrs(settings: dict, ds, ext: FeatureExtractor) -> dict[str, Any]:
+    """The attributes a cache file of ``ds`` embedded by ``ext`` records (settings, versions, dataset identity)."""
+    return {
+        "settings_json": json.dumps(settings, sort_keys=True),
+        "versions_json": json.dumps(package_versions(), sort_keys=True),
+        "dataset_fingerprint": ds.fingerprint(),
+        "dataset_root": str(ds.root),
+        "n_records": len(ds),
+        "weights_spec": bb.normalize_weights(ext.weights),
+        **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
+    }
 
 
 def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtractor, *, strict: bool,
@@ -349,16 +366,7 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
     for note in ds.notes:  # where subject ids came from (or why there are none)
         log(note)
     log(dataset_summary(ds))
-    attrs = {
-        "settings_json": json.dumps(settings, sort_keys=True),
-        "versions_json": json.dumps(package_versions(), sort_keys=True),
-        "dataset_fingerprint": ds.fingerprint(),
-        "dataset_root": str(ds.root),
-        "n_records": len(ds),
-        "weights_spec": bb.normalize_weights(ext.weights),
-        **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
-    }
-    writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs, log=log)
+    writer = CacheWriter(path, key, ext.n_features_out_, label_names, cache_attrs(settings, ds, ext), log=log)
     start = writer.open()
     if start:
         log(f"resuming {writer.part_path} at record {start} of {len(ds)}")
