@@ -51,8 +51,9 @@ def _add_cluster_options(p, shards: bool = True) -> None:
                    f"settings). Default: ${ENV_VAR}, else this process alone. Whoever can reach a scheduler can "
                    "run code on its workers")
     if shards:
-        g.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="N",
-                       help="images per cluster task (a killed worker costs at most one shard)")
+        g.add_argument("--shard-size", type=int, default=None, metavar="N",
+                       help=f"images per cluster task; a killed worker costs at most one shard (default: "
+                       f"{DEFAULT_SHARD_SIZE}, or fewer so that each worker gets at least 4)")
         g.add_argument("--gather", action="store_true",
                        help="workers share no filesystem with this machine: images are sent to them and features "
                        "sent back (default: they read the data and write shards into the cache folder themselves)")
@@ -60,10 +61,9 @@ def _add_cluster_options(p, shards: bool = True) -> None:
 
 def _cluster(a, log=None):
     """A context giving the ``cluster.Cluster`` the options ask for (connected), or None."""
-    from .cluster import DEFAULT_SHARD_SIZE, cluster_address, open_cluster
+    from .cluster import cluster_address, open_cluster
 
-    return open_cluster(cluster_address(getattr(a, "cluster", None)),
-                        shard_size=getattr(a, "shard_size", DEFAULT_SHARD_SIZE),
+    return open_cluster(cluster_address(getattr(a, "cluster", None)), shard_size=getattr(a, "shard_size", None),
                         gather=getattr(a, "gather", False),
                         log=log or (lambda m: print(m, file=sys.stderr)))
 

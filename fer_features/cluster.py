@@ -24,9 +24,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 ENV_VAR = "FER_FEATURES_CLUSTER"
-# images per shard (one task): chosen by measurement (bench/results/distributed.md): from 256 up the
-# per-shard cost is under 1 % of the shard's own time, and a killed worker loses at most one shard's work
+# images per shard (one task), at most: chosen by measurement (bench/results/distributed.md): the per-shard cost
+# (scheduling, shard file, join) is about 1 % of a 256-image shard's own time, and a killed worker loses at most
+# one shard's work. Smaller datasets get smaller shards (at least 4 per worker), so no worker idles at the end.
 DEFAULT_SHARD_SIZE = 256
+
+
+def auto_shard_size(n_records: int, n_slots: int, batch_size: int = 32) -> int:
+    """Records per shard when none is given: ``DEFAULT_SHARD_SIZE``, or fewer so that every worker slot gets at
+    least 4 shards, rounded up to whole network batches."""
+    per = -(-max(1, n_records) // (4 * max(1, n_slots)))
+    per = -(-per // batch_size) * batch_size
+    return max(1, min(DEFAULT_SHARD_SIZE, per))
 TF_THREADS_VAR = "FER_FEATURES_TF_THREADS"  # TensorFlow threads per worker process (local clusters set it)
 _LOCAL_RE = re.compile(r"^local(?::(\d+))?$")
 SECURITY_NOTE = ("whoever can reach a Dask scheduler can run any code on its workers: keep it on a private "
@@ -72,18 +81,20 @@ def _security(address: str):
 class Cluster:
     """A Dask client for one run; a context manager (``with Cluster('local:2') as c: ...``).
 
-    ``shard_size``: images per extraction task; ``gather``: workers send each shard's features back to this
-    process, which writes it (workers that share no filesystem with the client), instead of writing their
-    shard file into the cache's part folder themselves (a shared filesystem, the default; faster).
+    ``shard_size``: images per extraction task (None: :func:`auto_shard_size`); ``gather``: workers send each
+    shard's features back to this process, which writes it (workers that share no filesystem with the client;
+    the images are then sent to them too), instead of reading the data and writing their shard file into the
+    cache's part folder themselves (a filesystem shared at the same path, the default; less traffic).
     """
 
-    def __init__(self, address: str, *, shard_size: int = DEFAULT_SHARD_SIZE, gather: bool = False,
+    def __init__(self, address: str, *, shard_size: int | None = None, gather: bool = False,
                  log: Callable[[str], None] | None = None):
         self.address = address
         self.kind, self._arg = parse_address(address)
-        if int(shard_size) < 1:
+        if shard_size is not None and int(shard_size) < 1:
             raise ClusterError(f"--shard-size must be at least 1, got {shard_size}")
-        self.shard_size, self.gather = int(shard_size), bool(gather)
+        self.shard_size = None if shard_size is None else int(shard_size)
+        self.gather = bool(gather)
         self.log = log or (lambda msg: None)
         self.client = None
         self._local = None
@@ -93,8 +104,8 @@ class Cluster:
     def __enter__(self) -> "Cluster":
         try:
             from distributed import Client, LocalCluster
-        except ImportError:
-            raise ClusterError("--cluster needs Dask: pip install -e '.[cluster]'") from None
+        except ImportError as exc:
+            raise ClusterError(f"--cluster needs Dask ({exc}): pip install -e '.[cluster]'") from None
 
         if self.kind == "local":
             n = self._arg
@@ -167,7 +178,7 @@ def _call(fn: Callable, shared: dict[str, Any], task: Iterable) -> Any:
     return fn(*task, **shared)
 
 
-def open_cluster(address: str | None, *, shard_size: int = DEFAULT_SHARD_SIZE, gather: bool = False, log=None):
+def open_cluster(address: str | None, *, shard_size: int | None = None, gather: bool = False, log=None):
     """A ``Cluster`` context for ``address`` (see :func:`cluster_address`), or a no-op context giving None."""
     import contextlib
 
@@ -176,5 +187,6 @@ def open_cluster(address: str | None, *, shard_size: int = DEFAULT_SHARD_SIZE, g
     return Cluster(address, shard_size=shard_size, gather=gather, log=log)
 
 
-__all__ = ["Cluster", "ClusterError", "cluster_address", "open_cluster", "parse_address", "DEFAULT_SHARD_SIZE",
+__all__ = ["Cluster", "ClusterError", "auto_shard_size", "cluster_address", "open_cluster", "parse_address",
+           "DEFAULT_SHARD_SIZE",
            "ENV_VAR", "SECURITY_NOTE"]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .cache import CacheWriter, _write_atomic, chunk_name, encode_chunk
-from .cluster import TF_THREADS_VAR, ClusterError
+from .cluster import TF_THREADS_VAR, ClusterError, auto_shard_size
 from .datasets import ImageReadError, read_image
 from .extract import ExtractionError, FeatureExtractor, cache_attrs, dataset_summary
 
@@ -194,8 +194,10 @@ def extract_shards(cluster, path: Path, key: str, settings: dict, ds, ext: Featu
     n = len(ds)
     writer = CacheWriter(path, key, dim, label_names, cache_attrs(settings, ds, ext), log=log)
     done = writer.open(ordered=False)
-    size = cluster.shard_size
-    shards = deque((s, min(b, s + size)) for a, b in writer.missing(n) for s in range(a, b, size))
+    missing = writer.missing(n)
+    size = cluster.shard_size or auto_shard_size(sum(b - a for a, b in missing), cluster.n_slots,
+                                                 int(ext.batch_size))
+    shards = deque((s, min(b, s + size)) for a, b in missing for s in range(a, b, size))
     if done:
         log(f"resuming {writer.part_path}: {done} of {n} records done, {len(shards)} shard(s) to do")
     inline = ds.format == "fer2013"  # pixels parsed here: shipped as arrays (48x48, small)

@@ -242,3 +242,12 @@ def test_a_killed_worker_costs_only_its_shard(cluster, tmp_path, monkeypatch):
         time.sleep(0.5)
     assert set(client.run(os.getpid).values()) != before
     shutil.rmtree(tmp_path / "k", ignore_errors=True)
+
+
+def test_auto_shard_size():
+    from fer_features.cluster import DEFAULT_SHARD_SIZE, auto_shard_size
+
+    assert auto_shard_size(1_000_000, 64) == DEFAULT_SHARD_SIZE
+    assert auto_shard_size(400, 2) == 64  # at least 4 shards per worker, whole batches of 32
+    assert auto_shard_size(981, 2, 32) == 128
+    assert auto_shard_size(3, 2) == 32
