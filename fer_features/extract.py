@@ -64,6 +64,27 @@ def _dtype_policy(policy: str | None):
         keras.mixed_precision.set_global_policy(before)
 
 
+@contextlib.contextmanager
+def _own_python_random(seed: int):
+    """Keras draws the seed of every initializer that has none from Python's global ``random``; another thread
+    drawing from it during a build (a Dask worker's event loop does) would change random weights. For the block,
+    Keras gets a generator of its own, seeded as ``keras.utils.set_random_seed(seed)`` seeds the global one, so
+    the weights are those a lone process builds."""
+    import random
+
+    try:
+        from keras.src.random import seed_generator as sg
+    except ImportError:  # another Keras layout: the global generator, as before
+        yield
+        return
+    before = sg.python_random
+    sg.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        sg.python_random = before
+
+
 class FeatureExtractor(TransformerMixin, BaseEstimator):
     """Embed face images with a frozen pretrained CNN.
 
@@ -141,11 +162,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None):
         """Build the frozen network; returns self."""
         self._validate()
+        seeds = contextlib.nullcontext()
         if self.weights in (None, "random", "none"):
             import keras
 
             keras.utils.set_random_seed(0)  # random weights: reproducible, so the cache key stays honest
-        with _dtype_policy("mixed_bfloat16" if self.precision == "bfloat16" else None):
+            seeds = _own_python_random(0)
+        with _dtype_policy("mixed_bfloat16" if self.precision == "bfloat16" else None), seeds:
             self.model_ = bb.create(self.backbone, include_top=False, weights=self.weights,
                                     input_size=self.resolved_image_size(), pooling=self.pooling, layer=self.layer)
         self.preprocessor_ = self.preprocessor()

@@ -215,10 +215,30 @@ def _where(*, X):
     return os.getpid(), id(X)
 
 
+def test_auto_shard_size():
+    from fer_features.cluster import DEFAULT_SHARD_SIZE, auto_shard_size
+
+    assert auto_shard_size(1_000_000, 64) == DEFAULT_SHARD_SIZE
+    assert auto_shard_size(400, 2) == 64  # at least 4 shards per worker, whole batches of 32
+    assert auto_shard_size(981, 2, 32) == 128
+    assert auto_shard_size(3, 2) == 32
+
+
+RANDOM = dict(CNN, weights="random")
+
+
+def test_random_weights_are_the_same_on_a_worker(cluster, data, tmp_path):
+    """A worker's event loop draws from Python's global random while the network is built: the weights must
+    not depend on it (extract._own_python_random)."""
+    clean = load_cache(extract_dataset(data, cache_dir=tmp_path / "l", **RANDOM))
+    c = load_cache(extract_dataset(data, cache_dir=tmp_path / "d", runner=on_cluster(cluster), **RANDOM))
+    _same(c, clean)
+
+
 def test_a_killed_worker_costs_only_its_shard(cluster, tmp_path, monkeypatch):
     """Runs last: the killed worker's replacement builds its network again."""
     data = make_folder_dataset(tmp_path / "k", per_class=32)  # 64 images: 8 shards
-    clean = load_cache(extract_dataset(data, cache_dir=tmp_path / "clean", **CNN))
+    clean = load_cache(extract_dataset(data, cache_dir=tmp_path / "clean", **RANDOM))
     client = cluster.client
     before = set(client.run(os.getpid).values())
     real_add = CacheWriter.add_chunk
@@ -233,7 +253,7 @@ def test_a_killed_worker_costs_only_its_shard(cluster, tmp_path, monkeypatch):
         return real_add(self, *a, **k)
 
     monkeypatch.setattr(CacheWriter, "add_chunk", kill_once)
-    c = load_cache(extract_dataset(data, cache_dir=tmp_path / "d", runner=on_cluster(cluster), **CNN))
+    c = load_cache(extract_dataset(data, cache_dir=tmp_path / "d", runner=on_cluster(cluster), **RANDOM))
     assert killed
     _same(c, clean)
     assert cluster.last_stats["shards"] == 8  # every shard counted once: the lost one was redone, not doubled
@@ -243,11 +263,3 @@ def test_a_killed_worker_costs_only_its_shard(cluster, tmp_path, monkeypatch):
     assert set(client.run(os.getpid).values()) != before
     shutil.rmtree(tmp_path / "k", ignore_errors=True)
 
-
-def test_auto_shard_size():
-    from fer_features.cluster import DEFAULT_SHARD_SIZE, auto_shard_size
-
-    assert auto_shard_size(1_000_000, 64) == DEFAULT_SHARD_SIZE
-    assert auto_shard_size(400, 2) == 64  # at least 4 shards per worker, whole batches of 32
-    assert auto_shard_size(981, 2, 32) == 128
-    assert auto_shard_size(3, 2) == 32
