@@ -11,7 +11,7 @@
 2. per-shard overhead: everything a cluster run spends that is not reading, preprocessing and embedding
    (scheduling and idle worker time, writing the shard file, the client's join), per shard and as a share;
 3. a killed worker: one cluster run in which a worker process is SIGKILLed mid-run, against the plain run;
-4. ``compare`` (every preset, subject-grouped 10-fold) on the CK+48 default-feature cache: locally vs on the
+4. ``compare`` (``--presets``, default every preset; subject-grouped 10-fold) on the CK+48 default-feature cache: locally vs on the
    cluster, with the results checked equal;
 5. a projection (arithmetic, not a measurement) for 1M images on 8, 64 and 512 workers.
 Writes ``--out`` (markdown) and the same name ``.json``.
@@ -195,7 +195,7 @@ def main() -> int:
         return float(np.median(x))
 
     lines = ["# Distributed extraction and comparison on a local Dask cluster (issue 20)", "",
-             f"Command: `python bench/distributed.py --n {a.n} --n-resnet {a.n_resnet} --rounds {a.rounds}` "
+             f"Command: `python bench/distributed.py {' '.join(sys.argv[1:])}` ".rstrip() + " "
              f"({(time.perf_counter() - t_all) / 60:.1f} min).",
              f"Machine: {machine_info([('tensorflow', 'TensorFlow'), ('dask', 'dask'), ('distributed', 'distributed')])}.",
              f"**The 2 cores were shared with other work** (load average {load[0]:.1f} before, {load_after[0]:.1f} "
@@ -264,7 +264,8 @@ def main() -> int:
                  "more than one shard's time: the surviving worker also took the killed one's queued shards, and a "
                  "replacement worker pays its network build only if it takes a shard") + ".", ""]
     lines += ["## compare on the cluster", "",
-              f"Every preset ({comp['presets']}) x {comp['folds']} folds on the CK+48 default-feature cache "
+              f"{comp['presets']} presets ({', '.join(comp['accuracies'])}) x {comp['folds']} folds on the CK+48 "
+              "default-feature cache "
               f"({comp['rows']} rows); protocol: {comp['protocol']}.", "",
               "| where | wall s | results identical to local |", "|---|---:|---|",
               f"| single process (2 folds at a time) | {comp['local_seconds']:.1f} | - |",

@@ -240,7 +240,14 @@ def extract_shards(cluster, path: Path, key: str, settings: dict, ds, ext: Featu
         for _ in range(min(window, len(shards))):
             submit_next()
         for f in futs:
-            summary = f.result()  # a worker's exception (strict stop, ...) is raised here
+            try:
+                summary = f.result()  # a worker's exception (strict stop, ...) is raised here
+            except (ExtractionError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: a shard killed its workers repeatedly
+                raise ClusterError(f"shard at record {f.key.split('-')[-2].lstrip('0') or 0}: "
+                                   f"{type(exc).__name__}: {exc}; the finished shards are kept and the same "
+                                   "command resumes") from exc
             del flying[f.key]
             start = summary["start"]
             chunk = writer.chunk_path(start)
