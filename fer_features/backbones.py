@@ -95,11 +95,78 @@ REGISTRY: dict[str, BackboneConfig] = {
 
 
 def get_config(name: str) -> BackboneConfig:
-    """Config of a registered backbone (``BackboneError`` listing the known names otherwise)."""
+    """Config of a registered backbone, or of a saved Keras model file (``path/model.keras``, see
+    ``keras_backbone``); ``BackboneError`` listing the known names otherwise."""
+    from . import keras_backbone as kb
+
+    if kb.is_model_file(name):
+        return _file_config(name)
     try:
         return REGISTRY[name]
     except KeyError:
         raise BackboneError(f"unknown backbone {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+# -- a saved Keras model file as a backbone (fer_features.keras_backbone) --------------------------------
+KERAS_FILE = "keras_file"  # the family of a .keras file's config
+
+
+def _file_config(path: str) -> BackboneConfig:
+    """The config of a .keras file: name = its content id, input size and preprocessing from the file."""
+    from . import keras_backbone as kb
+
+    d = kb.describe(path)
+    if d["size"] is None:
+        raise BackboneError(f"{path}: the model's input has no fixed size; save it with a fixed input shape "
+                            "(finetune models have one)")
+    meta = d["meta"] or {}
+    tuned_on = ((meta.get("finetune") or {}).get("backbone"))
+    if d["model_preprocess"]:
+        pre, note = d["model_preprocess"], "preprocessing inside the model"
+    elif tuned_on in REGISTRY:
+        pre, note = REGISTRY[tuned_on].preprocess, f"preprocessing of {tuned_on} (its metadata), applied in front"
+    else:
+        pre, note = kb.DEFAULT_PREPROCESS, "no preprocessing found: RGB 0-255 fed as is"
+    return BackboneConfig(d["id"], KERAS_FILE, d["size"], 0, pre, None, d["size"],
+                          f"the file's own ({d['path']}); {note}", default_layer="last", default_pooling="avg")
+
+
+def _file_maps(path: str) -> list[tuple[str, tuple]]:
+    from . import keras_backbone as kb
+
+    maps = [(n, tuple(s)) for n, s, _ in kb.layer_owners(kb.load(path))]
+    if not maps:
+        raise BackboneError(f"{path}: the model has no layer with a 2-D feature map to tap")
+    return maps
+
+
+def _create_from_file(path: str, cfg: BackboneConfig, weights, size: int, pooling: str, layer: str):
+    """The features model of a .keras file: [preprocessing] -> the file's layers ``layer`` -> pooling."""
+    import keras
+
+    from . import keras_backbone as kb
+    from ._layers import InputNormalization, SpatialPooling
+
+    if weights is not None and str(weights).lower() not in ("imagenet", "none", "random"):
+        raise BackboneError(f"{path} carries its own weights: --weights does not apply to a .keras backbone")
+    maps = _file_maps(path)
+    names, stages, shapes = {n for n, _ in maps}, stage_layers(maps), dict(maps)
+    resolved = [(_layer_name(path, size, lname, maps[-1][0], names, stages), lpool)
+                for lname, lpool in parse_layers(layer, pooling)]
+    for lname, lpool in resolved:
+        why = _too_fine(path, size, lname, shapes[lname], lpool)
+        if why:
+            raise BackboneError(f"{why}; use grid{min(shapes[lname][:2])} or less (or avg, max)")
+    inputs = keras.Input(shape=(size, size, 3), name="rgb_0_255")
+    x = inputs
+    if not kb.describe(path)["model_preprocess"] and cfg.preprocess != "raw":
+        x = InputNormalization(cfg.preprocess, name="preprocess_input")(x)
+    outs = kb.tap_model(kb.load(path), [n for n, _ in resolved], size)(x)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    pooled = [SpatialPooling(*parse_pooling(lpool), name=f"pool_{lname}_{lpool}")(o)
+              for (lname, lpool), o in zip(resolved, outs)]
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="concat_layers")(pooled)
+    return keras.Model(inputs, x, name="keras_file_features")
 
 
 def list_backbones() -> list[BackboneConfig]:
@@ -145,6 +212,8 @@ def resolve_taps(name: str, layer: str | None, pooling: str | None,
         if name == "lbp" and parse_pooling(pooling)[0] != "grid":
             raise BackboneError("lbp pooling must be gridN (the histogram grid), e.g. grid8")
         return "", pooling
+    if cfg.family == KERAS_FILE and input_size and int(input_size) != cfg.default_size:
+        raise BackboneError(f"{name} takes {cfg.default_size} px images, not {input_size} (leave --image-size out)")
     layer = layer or cfg.default_layer
     parse_layers(layer, pooling)
     maps = _static_maps(cfg, input_size) if input_size else None
@@ -300,6 +369,10 @@ def create(
         from .classical import Descriptor
 
         return Descriptor(name, size, pooling)
+    if cfg.family == KERAS_FILE:
+        if include_top:
+            raise BackboneError(f"{name}: a .keras backbone gives features only (include_top does not apply)")
+        return _create_from_file(name, cfg, weights, size, pooling, layer)
 
     import keras
 
@@ -383,6 +456,11 @@ def tappable_layers(name: str, input_size: int | None = None) -> list[tuple[str,
     cfg = get_config(name)
     if cfg.family == "classical":
         return []
+    if cfg.family == KERAS_FILE:
+        resolve_taps(name, None, None, input_size)  # the size check
+        maps = _file_maps(name)
+        alias = {n: f"stage-{i + 1}" for i, n in enumerate(stage_layers(maps))}
+        return [(n, s, alias.get(n, "")) for n, s in maps]
     maps = _feature_maps(_base(cfg, False, "random", int(input_size or cfg.default_size)).layers)
     alias = {n: f"stage-{i + 1}" for i, n in enumerate(stage_layers(maps))}
     return [(n, s, alias.get(n, "")) for n, s in maps]

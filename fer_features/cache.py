@@ -59,7 +59,7 @@ def cache_filename(dataset_name: str, settings: dict[str, Any], key: str) -> str
     if settings.get("precision", "float32") != "float32":
         parts.append(settings["precision"])
     weights = str(settings.get("weights", "imagenet"))
-    if weights not in ("imagenet", "none"):  # random, or a file: 'file:<name>:<size>:<mtime>'
+    if weights not in ("imagenet", "none", "model-file"):  # model-file: a .keras backbone (named by backbone)  # random, or a file: 'file:<name>:<size>:<mtime>'
         parts.append("w-" + (weights.split(":")[1].rsplit(".", 1)[0] if weights.startswith("file:") else weights))
     slug = lambda s: re.sub(r"[^A-Za-z0-9.+-]+", "-", s).strip("-")  # noqa: E731
     return f"{slug(dataset_name)}__{slug('_'.join(p for p in parts if p))}__{key[:12]}.h5"

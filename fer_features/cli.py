@@ -117,9 +117,14 @@ def _add_extract(sub) -> None:
                    "to the dataset root when it contains a '/'; the group 'subject' (else group 1, else the "
                    "match) is the id, e.g. '^(?P<subject>[A-Z]{2})_' or '^[^/]+/(?P<subject>[^/]+)/'; "
                    "overrides the layout's own ids; every image must match"),
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="see: python -m fer_features backbones")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help="a registered name (see: python -m fer_features backbones) or a saved Keras model file "
+                   "PATH.keras (e.g. from finetune --save) used frozen: its input size and preprocessing, layers "
+                   "listed by backbones --layers PATH.keras, default layer last@avg; the cache key holds the "
+                   "file's content hash")
     p.add_argument("--weights", default="imagenet",
-                   help="imagenet, random, or a path to a weights file (e.g. the .h5 Keras would download)")
+                   help="imagenet, random, or a path to a weights file (e.g. the .h5 Keras would download); "
+                   "not for a .keras backbone (it carries its own)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's)")
     p.add_argument("--pooling", default=None, help=POOLINGS_HELP + "; default: the backbone's "
                    "(efficientnet_lite0: grid7; others: avg)")
@@ -166,7 +171,8 @@ def _cmd_extract(a) -> int:
 def _add_backbones(sub) -> None:
     p = sub.add_parser("backbones", formatter_class=_Fmt, help="list the registered backbones",
                        description="List backbones with feature size, default input size and preprocessing.")
-    p.add_argument("--layers", metavar="NAME", default=None, help="list the tappable layers of one backbone")
+    p.add_argument("--layers", metavar="NAME", default=None,
+                   help="list the tappable layers of one backbone (a name, or a saved PATH.keras model)")
     p.add_argument("--image-size", type=int, default=None, help="input size for --layers shapes")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_backbones)
@@ -202,6 +208,67 @@ def _cmd_backbones(a) -> int:
     print("\npreprocessing modes (applied inside each model, input is RGB 0-255):")
     for k, v in bb.PREPROCESS_MODES.items():
         print(f"  {k:<6} {v}")
+    return 0
+
+
+# -- merge (fer_features.merge) ----------------------------------------------------------------------
+def _add_merge(sub) -> None:
+    p = sub.add_parser(
+        "merge", formatter_class=_Fmt, help="join two caches of the same images into one (features side by side)",
+        description=("Join two feature caches of the SAME images (e.g. ImageNet features and a fine-tuned "
+                     "network's) into one cache whose features are A's followed by B's. Dataset content, paths, "
+                     "labels, subjects and splits must agree (rows are matched by path when the orders differ); "
+                     "otherwise nothing is written and the exit status is 2. Settings that differ read 'A+B' "
+                     "(e.g. backbone), and both sources' settings are kept; classify, compare and info read the "
+                     "result like any cache. Augmentation and classify --save refuse a merged cache.\n"
+                     "The path of the merged cache is printed as the last line of stdout."),
+        epilog="example:\n  python -m fer_features merge cache/jaffe__A__1234.h5 cache/jaffe__B__5678.h5")
+    p.add_argument("a", metavar="A.h5", help="first cache (its rows' order is kept)")
+    p.add_argument("b", metavar="B.h5", help="second cache of the same images")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.h5",
+                   help="merged cache (default: beside A, named after both; an existing merge of the same two "
+                   "caches is reused)")
+    p.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(a) -> int:
+    from .merge import merge_caches
+
+    print(merge_caches(a.a, a.b, a.output, log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
+# -- duplicates (fer_features.duplicates) ----------------------------------------------------------------
+def _add_duplicates(sub) -> None:
+    from .datasets import FORMATS
+
+    p = sub.add_parser(
+        "duplicates", formatter_class=_Fmt, help="find pixel-identical images in a dataset (and test images "
+        "with a copy in training)",
+        description=("Hash every image's decoded pixels and report groups of identical images (and those whose "
+                     "labels differ); for a dataset with splits, the test images (official protocol: FER2013's "
+                     "PrivateTest) that have a pixel-identical copy in a training split."),
+        epilog="example:\n  python -m fer_features duplicates --data ../shared/datasets/fer2013/fer2013.csv.gz")
+    p.add_argument("--data", required=True, help="dataset folder, FER2013 CSV or manifest CSV (as for extract)")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout (as for extract)")
+    p.add_argument("--test-split", default=None, help="the test split (default PrivateTest / test)")
+    p.add_argument("--list", action="store_true", help="also print the test images with a copy in training")
+    p.add_argument("--json", action="store_true", help="print ONE JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_duplicates)
+
+
+def _cmd_duplicates(a) -> int:
+    from .datasets import load_dataset
+    from .duplicates import find_duplicates
+
+    r = find_duplicates(load_dataset(a.data, a.format), test_split=a.test_split, progress=not a.no_progress)
+    if a.json:
+        print(json.dumps({**r.to_dict(), **({"test_with_train_copy_paths": r.test_with_train_copy} if a.list else {})}))
+        return 0
+    print(r.summary())
+    if a.list:
+        print("\n".join(r.test_with_train_copy))
     return 0
 
 
@@ -579,7 +646,10 @@ def _add_finetune(sub) -> None:
                      "modes: head = backbone frozen; top = head, then the last stage unfrozen at --fine-lr; "
                      "full = head, then everything at --fine-lr; scratch = random weights, all trained.\n"
                      "Augmentation is applied on the fly to training images only; a validation part of each "
-                     "fold's training part (by subject where ids exist) drives early stopping."),
+                     "fold's training part (by subject where ids exist) drives early stopping and model choice "
+                     "(the best validation epoch's weights are kept); with protocol official on a dataset with a "
+                     "validation split (FER2013: train Training, test PrivateTest) that split (PublicTest) does, "
+                     "and it is never trained on."),
         epilog=("example:\n  python -m fer_features finetune --data ../shared/datasets/jaffe --mode top "
                 "--image-size 112 --protocol group-kfold --folds 5 --json"))
     p.add_argument("--data", required=True, help="dataset folder or FER2013 CSV (as for extract)")
@@ -615,7 +685,15 @@ def _add_finetune(sub) -> None:
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
     p.add_argument("--report-dir", default=None, help="also write the report files (markdown, CSV, JSON, PNG)")
     p.add_argument("--save", default=None, metavar="MODEL.keras",
-                   help="instead of evaluating, train on all images (or the training split) and save the model")
+                   help="instead of evaluating, train on all images (or the training split; a validation split "
+                   "such as FER2013's PublicTest drives early stopping) and save the model")
+    p.add_argument("--keep-model", default=None, metavar="MODEL.keras",
+                   help="protocol official or holdout: also save the model that was tested (reusable as a frozen "
+                   "backbone: extract --backbone MODEL.keras)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="checkpoint every epoch (model, optimizer, early-stopping state) and every finished fold "
+                   "under DIR/<name>-<run|save>-<key>/; the same command again resumes where it stopped "
+                   "(--epochs may be raised to train longer; other settings make another checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)
 
@@ -631,11 +709,11 @@ def _cmd_finetune(a) -> int:
                            face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, seed=a.seed)
     if a.save:
         path = F.save(a.save, a.data, cfg, format=a.format, progress=not a.no_progress,
-                      subject_pattern=a.subject_pattern)
+                      subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir)
         print(f"model saved: {path}")
         return 0
     r = F.run(a.data, cfg, a.protocol, format=a.format, folds=a.folds, test_size=a.test_size,
-              subject_pattern=a.subject_pattern,
+              subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir, save_model=a.keep_model,
               test_split=a.test_split, progress=not a.no_progress)
     if a.report_dir:
         from .reports import write_report
@@ -720,6 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_backbones(sub)
     _add_info(sub)
+    _add_merge(sub)
+    _add_duplicates(sub)
     _add_classify(sub)
     _add_compare(sub)
     _add_significance(sub)

@@ -86,7 +86,8 @@ def _own_python_random(seed: int):
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
-    """Embed face images with a frozen pretrained CNN.
+    """Embed face images with a frozen pretrained CNN (a registered backbone, or a saved ``.keras`` model
+    file such as ``finetune --save`` writes: see ``keras_backbone``).
 
     ``X`` is an array ``(N, H, W)`` / ``(N, H, W, C)`` of uint8 images or a sequence of such images of
     any size; ``transform`` preprocesses each (face crop, intensity equalisation, grey to RGB, resize)
@@ -126,6 +127,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.precision != "float32" and cfg.family == "classical":
             raise ValueError(f"{self.backbone} is not a network: precision {self.precision} does not apply")
+        if self.precision != "float32" and cfg.family == bb.KERAS_FILE:
+            raise ValueError(f"{self.backbone}: a .keras backbone runs as saved (float32); precision "
+                             f"{self.precision} does not apply")
         return cfg, layer, pooling
 
     def resolved_image_size(self) -> int:
@@ -135,8 +139,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Every setting that changes the features (what the cache key hashes)."""
         cfg, layer, pooling = self._validate()
         return {
-            "backbone": self.backbone,
-            "weights": "none" if cfg.family == "classical" else _weights_id(self.weights),
+            "backbone": cfg.name,  # a .keras file: its content id, not its path
+            "weights": ("none" if cfg.family == "classical" else "model-file" if cfg.family == bb.KERAS_FILE
+                        else _weights_id(self.weights)),
             "image_size": self.resolved_image_size(),
             "pooling": pooling,
             "layer": layer,
@@ -371,6 +376,8 @@ def cache_attrs(settings: dict, ds, ext: FeatureExtractor) -> dict[str, Any]:
         "dataset_root": str(ds.root),
         "n_records": len(ds),
         "weights_spec": bb.normalize_weights(ext.weights),
+        **({"backbone_spec": str(Path(ext.backbone).expanduser().resolve())}  # where the .keras file was read
+           if settings.get("weights") == "model-file" else {}),
         **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
     }
 
