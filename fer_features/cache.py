@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -223,25 +224,47 @@ class CacheWriter:
         self.key, self.dim, self.label_names, self.attrs = key, dim, label_names, attrs
         self.log = log or (lambda msg: None)
         self.resumed_from = 0
-        self._chunks: list[tuple[int, Path]] = []  # (records handled before the chunk, file)
-        self.n_processed = 0
-        self.n_rows = self.n_no_face = 0
-        self.skipped: list[tuple[str, str]] = []
+        # start record -> (end record, file, rows, rows without a face, skipped (path, reason) pairs)
+        self._chunks: dict[int, tuple[int, Path, int, int, list[tuple[str, str]]]] = {}
+        self._end = 0  # the end of the last chunk (ordered: where the next one starts)
         self._open = False
+
+    @property
+    def n_processed(self) -> int:
+        """Source records handled by the chunks written so far (read, or found unreadable)."""
+        return sum(end - start for start, (end, *_) in self._chunks.items())
+
+    @property
+    def n_rows(self) -> int:
+        return sum(c[2] for c in self._chunks.values())
+
+    @property
+    def n_no_face(self) -> int:
+        return sum(c[3] for c in self._chunks.values())
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """Unreadable images, in record order."""
+        return [s for start in sorted(self._chunks) for s in self._chunks[start][4]]
 
     @property
     def n_skipped(self) -> int:
         return len(self.skipped)
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def open(self) -> int:
-        """Start, or resume the part folder; return how many source records are already done."""
+    def open(self, ordered: bool = True) -> int:
+        """Start, or resume the part folder; return how many source records are already done.
+
+        ``ordered`` (one process appending in record order): resume after the last chunk that follows
+        on from record 0, deleting any later one. ``ordered=False`` (shards written by several processes,
+        see ``distributed_extract``): keep every whole chunk that overlaps no other; :meth:`missing` lists
+        the record ranges still to do."""
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         part = self.part_path
         if part.is_file():  # a single-file part from an older version: HDF5 cannot be trusted after a kill
             self.log(f"{part}: a partial file of an older fer_features cannot be resumed; starting over")
             part.unlink()
-        if part.is_dir() and not self._resume():
+        if part.is_dir() and not self._resume(ordered):
             shutil.rmtree(part)
         if not part.is_dir():
             part.mkdir()
@@ -251,7 +274,7 @@ class CacheWriter:
         self.resumed_from = self.n_processed
         return self.n_processed
 
-    def _resume(self) -> bool:
+    def _resume(self, ordered: bool = True) -> bool:
         part = self.part_path
         try:
             meta = json.loads((part / "meta.json").read_text())
@@ -265,26 +288,59 @@ class CacheWriter:
             f.unlink()
         chunks = sorted((int(m.group(1)), part / name) for name in os.listdir(part)
                         if (m := _CHUNK_RE.match(name)))
+        kept: list[int] = []
         for start, path in chunks:
-            if start != self.n_processed:
-                self.log(f"{path.name}: does not follow record {self.n_processed}; redoing from there")
+            if ordered and start != self._end:
+                self.log(f"{path.name}: does not follow record {self._end}; redoing from there")
                 break
             try:
                 c = _read_chunk(path)
+                end = int(c["n_processed"])
+                if end <= start or c["features"].shape[1:] != (self.dim,):
+                    raise ValueError("bad range or width")
             except Exception as exc:  # noqa: BLE001 - torn zip, bad array, missing key: redo the chunk
                 self.log(f"{path}: unusable ({type(exc).__name__}); redoing from record {start}")
-                break
-            self._count(c)
-            self._chunks.append((start, path))
-        for start, path in chunks[len(self._chunks):]:
-            path.unlink(missing_ok=True)
+                if ordered:
+                    break
+                path.unlink(missing_ok=True)
+                continue
+            if not ordered and any(s0 < end and start < self._chunks[s0][0] for s0 in kept[-1:]):
+                self.log(f"{path.name}: overlaps an earlier chunk; redoing its records")
+                path.unlink(missing_ok=True)
+                continue
+            self._add(start, end, path, c)
+            kept.append(start)
+        if ordered:
+            for start, path in chunks[len(kept):]:
+                path.unlink(missing_ok=True)
         return True
 
-    def _count(self, c: dict) -> None:
-        self.n_processed = int(c["n_processed"])
-        self.n_rows += len(c["labels"])
-        self.n_no_face += int(np.sum(c["face_found"] == 0))
-        self.skipped += list(zip(c["skipped_paths"].tolist(), c["skipped_reasons"].tolist()))
+    def _add(self, start: int, end: int, path: Path, c: dict) -> None:
+        skipped = list(zip(c["skipped_paths"].tolist(), c["skipped_reasons"].tolist()))
+        self._chunks[start] = (end, path, len(c["labels"]), int(np.sum(c["face_found"] == 0)), skipped)
+        self._end = max(self._end, end)
+
+    def add_chunk(self, start: int, path: str | Path, summary: dict) -> None:
+        """Count a chunk file another process wrote into the part folder (``summary``: see ``encode_chunk``)."""
+        assert self._open, "call open() first"
+        self._chunks[int(start)] = (int(summary["n_processed"]), Path(path), int(summary["n_rows"]),
+                                    int(summary["n_no_face"]), [tuple(x) for x in summary["skipped"]])
+        self._end = max(self._end, int(summary["n_processed"]))
+
+    def chunk_path(self, start: int) -> Path:
+        """Where the chunk beginning at record ``start`` lives."""
+        return self.part_path / chunk_name(start)
+
+    def missing(self, n_records: int) -> list[tuple[int, int]]:
+        """Record ranges ``[start, end)`` of ``0..n_records`` that no chunk covers yet, in order."""
+        out, at = [], 0
+        for start in sorted(self._chunks):
+            if start > at:
+                out.append((at, start))
+            at = max(at, self._chunks[start][0])
+        if at < n_records:
+            out.append((at, n_records))
+        return out
 
     def append(self, features: np.ndarray, labels: Iterable[int], subjects: Iterable[str],
                split: Iterable[str], paths: Iterable[str], raw_labels: Iterable[str],
@@ -292,25 +348,11 @@ class CacheWriter:
                skipped: Iterable[tuple[str, str]] = ()) -> None:
         """Write one chunk of rows; ``n_processed`` is the total number of source records handled so far."""
         assert self._open, "call open() first"
-        skipped = list(skipped)
-        c = {
-            "features": np.asarray(features, dtype=np.float32).reshape(-1, self.dim),
-            "labels": np.asarray(list(labels), dtype=np.int32),
-            "face_found": np.asarray(list(face_found), dtype=np.int8),
-            "subjects": _ustr(subjects), "split": _ustr(split), "paths": _ustr(paths),
-            "raw_labels": _ustr(raw_labels),
-            "skipped_paths": _ustr(p for p, _ in skipped), "skipped_reasons": _ustr(r for _, r in skipped),
-            "n_processed": np.int64(n_processed),
-        }
-        n_new = len(c["features"])
-        if any(len(c[k]) != n_new for k in _ROW_COLUMNS):
-            raise ValueError("columns of one chunk differ in length")
-        path = self.part_path / f"chunk-{self.n_processed:010d}.npz"
-        buf = io.BytesIO()
-        np.savez(buf, **c)
-        _write_atomic(path, buf.getvalue())
-        self._chunks.append((self.n_processed, path))
-        self._count(c)
+        data, summary = encode_chunk(self.dim, features, labels, subjects, split, paths, raw_labels, face_found,
+                                     n_processed, skipped)
+        path = self.chunk_path(start := self._end)
+        _write_atomic(path, data)
+        self.add_chunk(start, path, summary)
 
     def finish(self, extra_attrs: dict[str, Any] | None = None) -> Path:
         """Join the chunks into the final file, mark it complete and rename it into place."""
@@ -332,9 +374,12 @@ class CacheWriter:
                 for name in ("subjects", "split", "paths", "raw_labels"):
                     f.create_dataset(name, (n,), dtype=_STR)
                 f.create_dataset("label_names", data=np.array(self.label_names, dtype=object), dtype=_STR)
-                at = 0
-                for _, path in self._chunks:
-                    c = _read_chunk(path)
+                at = expected = 0
+                for start in sorted(self._chunks):
+                    if start != expected:
+                        raise CacheError(f"{self.part_path}: records {expected}-{start - 1} were never written")
+                    c = _read_chunk(self._chunks[start][1])
+                    expected = int(c["n_processed"])
                     k = len(c["labels"])
                     for name in _ROW_COLUMNS:
                         data = c[name]
@@ -358,6 +403,36 @@ class CacheWriter:
         shutil.rmtree(self.part_path, ignore_errors=True)
 
 
+def chunk_name(start: int) -> str:
+    """File name of the chunk (or shard) whose first source record is ``start``."""
+    return f"chunk-{int(start):010d}.npz"
+
+
+def encode_chunk(dim: int, features: np.ndarray, labels: Iterable[int], subjects: Iterable[str],
+                 split: Iterable[str], paths: Iterable[str], raw_labels: Iterable[str], face_found: Iterable[int],
+                 n_processed: int, skipped: Iterable[tuple[str, str]] = ()) -> tuple[bytes, dict]:
+    """One chunk file's bytes (``.npz``, no pickles) and its summary (``n_processed``: the record after its
+    last; ``n_rows``, ``n_no_face``, ``skipped``): what :meth:`CacheWriter.append` and a cluster worker write."""
+    skipped = [(str(p), str(r)) for p, r in skipped]
+    c = {
+        "features": np.asarray(features, dtype=np.float32).reshape(-1, dim),
+        "labels": np.asarray(list(labels), dtype=np.int32),
+        "face_found": np.asarray(list(face_found), dtype=np.int8),
+        "subjects": _ustr(subjects), "split": _ustr(split), "paths": _ustr(paths),
+        "raw_labels": _ustr(raw_labels),
+        "skipped_paths": _ustr(p for p, _ in skipped), "skipped_reasons": _ustr(r for _, r in skipped),
+        "n_processed": np.int64(n_processed),
+    }
+    n_new = len(c["features"])
+    if any(len(c[k]) != n_new for k in _ROW_COLUMNS):
+        raise ValueError("columns of one chunk differ in length")
+    buf = io.BytesIO()
+    np.savez(buf, **c)
+    summary = {"n_processed": int(n_processed), "n_rows": n_new,
+               "n_no_face": int(np.sum(c["face_found"] == 0)), "skipped": skipped}
+    return buf.getvalue(), summary
+
+
 def _ustr(values: Iterable[str]) -> np.ndarray:
     """Strings as a fixed-width unicode array: stored by ``np.savez`` without pickling."""
     return np.array([str(v) for v in values], dtype=np.str_)
@@ -370,7 +445,8 @@ def _read_chunk(path: Path) -> dict[str, np.ndarray]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` under a temporary name, flush it to disk, then rename: readers see all or nothing."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # unique: shards of
+    # one chunk name may be written by two workers at once (a task re-run while the first is still alive)
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

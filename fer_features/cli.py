@@ -40,6 +40,51 @@ def _one_line_warnings(command: str) -> None:
     warnings.showwarning = show
 
 
+# -- Dask cluster options (fer_features.cluster) -------------------------------------------------------------
+def _add_cluster_options(p, shards: bool = True) -> None:
+    from .cluster import DEFAULT_SHARD_SIZE, ENV_VAR
+
+    g = p.add_argument_group("Dask cluster (pip install -e '.[cluster]'; see README 'Running on a cluster')")
+    g.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run on Dask: local:N = N worker processes on this machine for this run (loopback only); "
+                   "tcp://HOST:8786 or tls://HOST:8786 = a running scheduler (TLS certificates from Dask's "
+                   f"settings). Default: ${ENV_VAR}, else this process alone. Whoever can reach a scheduler can "
+                   "run code on its workers")
+    if shards:
+        g.add_argument("--shard-size", type=int, default=None, metavar="N",
+                       help=f"images per cluster task; a killed worker costs at most one shard (default: "
+                       f"{DEFAULT_SHARD_SIZE}, or fewer so that each worker gets at least 4)")
+        g.add_argument("--gather", action="store_true",
+                       help="workers share no filesystem with this machine: images are sent to them and features "
+                       "sent back (default: they read the data and write shards into the cache folder themselves)")
+
+
+def _cluster(a, log=None):
+    """A context giving the ``cluster.Cluster`` the options ask for (connected), or None."""
+    from .cluster import cluster_address, open_cluster
+
+    return open_cluster(cluster_address(getattr(a, "cluster", None)), shard_size=getattr(a, "shard_size", None),
+                        gather=getattr(a, "gather", False),
+                        log=log or (lambda m: print(m, file=sys.stderr)))
+
+
+def _cluster_runner(a):
+    """``extract_dataset``'s runner for --cluster: the cluster starts only on a cache miss; None without one."""
+    from .cluster import cluster_address
+
+    if cluster_address(getattr(a, "cluster", None)) is None:
+        return None
+
+    def runner(*args, **kw):
+        from .distributed_extract import on_cluster
+
+        with _cluster(a) as cl:
+            return on_cluster(cl)(*args, **kw)
+
+    return runner
+# -- end of the Dask cluster options ---------------------------------------------------------------------------
+
+
 def _add_extract(sub) -> None:
     from .backbones import DEFAULT_BACKBONE, LAYERS_HELP, POOLINGS_HELP
     from .datasets import FORMATS
@@ -105,6 +150,7 @@ def _add_extract(sub) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (default: $FER_FEATURES_CACHE or ./cache)")
     p.add_argument("--strict", action="store_true", help="stop (exit 1) on the first unreadable image")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_cluster_options(p)
     p.set_defaults(func=_cmd_extract)
 
 
@@ -117,7 +163,7 @@ def _cmd_extract(a) -> int:
         face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, flip_average=a.flip_average,
         precision=a.precision, batch_size=a.batch_size,
         frontal_only=a.frontal_only, subject_pattern=a.subject_pattern, strict=a.strict,
-        progress=not a.no_progress, workers=a.workers)
+        progress=not a.no_progress, workers=a.workers, runner=_cluster_runner(a))
     print(path)
     return 0
 
@@ -315,6 +361,7 @@ def _add_eval_options(p, default_clf: str) -> None:
     p.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (default: up to 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (classifiers x folds, on stderr)")
     p.add_argument("--json", action="store_true", help="print ONE JSON object as the last line of stdout")
+    _add_cluster_options(p, shards=False)
 
 
 def _augment_kwargs(a) -> dict:
@@ -410,10 +457,12 @@ def _cmd_classify(a) -> int:
     aug = _augment_kwargs(a)
     if a.save and a.protocol == ev.LEAKY_PROTOCOL:
         raise ev.ProtocolError(f"--save cannot be combined with the leaky protocol {ev.LEAKY_PROTOCOL}")
-    results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
-                        test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
-                        pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm,
-                        progress=not a.no_progress, test_cache=test_cache, search=_search_kwargs(a), **aug)
+    with _cluster(a) as cl:
+        results, _ = ev.run(cache, [a.clf], a.protocol, folds=a.folds, test_size=a.test_size,
+                            test_split=a.test_split, seed=a.seed, engine=a.engine, overrides=overrides,
+                            pca=_pca_arg(a.pca), n_jobs=a.n_jobs, subject_norm=a.subject_norm,
+                            progress=not a.no_progress, test_cache=test_cache, search=_search_kwargs(a),
+                            cluster=cl, **aug)
     r = results[0]
     if a.save:
         path, trained_on = _save(cache, a, overrides, aug)
@@ -523,11 +572,12 @@ def _cmd_compare(a) -> int:
         tqdm.write(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % pooled "
                    f"(fit {r['fit_seconds']:.2f} s in all)", file=sys.stderr)
 
-    results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
-                            test_split=a.test_split, seed=a.seed, engine=a.engine,
-                            overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
-                            subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
-                            test_cache=test_cache, search=_search_kwargs(a), **_augment_kwargs(a))
+    with _cluster(a) as cl:
+        results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
+                                test_split=a.test_split, seed=a.seed, engine=a.engine,
+                                overrides=C.parse_overrides(a.set), pca=_pca_arg(a.pca), n_jobs=a.n_jobs,
+                                subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
+                                test_cache=test_cache, search=_search_kwargs(a), cluster=cl, **_augment_kwargs(a))
     results += included
     from .stats import mark_vs_best
 
@@ -605,6 +655,7 @@ def _add_experiment(sub) -> None:
     p.add_argument("--copies", type=int, default=30, help="seed-jaffe: augmented copies per image")
     p.add_argument("--images", type=int, default=3000,
                    help="seed-resnet-svm: FER2013 happy/sad/surprise images sampled (DS1)")
+    _add_cluster_options(p)
     p.set_defaults(func=_cmd_experiment)
 
 
@@ -616,8 +667,9 @@ def _cmd_experiment(a) -> int:
     cmd = "python -m fer_features " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else None
     if cmd and not any(x == "--out" or x.startswith("--out=") for x in sys.argv):
         cmd += f" --out {a.out}"  # the record says where it wrote, whatever the default is later
-    path = run_experiment(a.name, data_root=a.data_root, out_dir=a.out, backbones=split(a.backbone),
-                          classifiers=split(a.clf), command=cmd, **opts)
+    with _cluster(a) as cl:
+        path = run_experiment(a.name, data_root=a.data_root, out_dir=a.out, backbones=split(a.backbone),
+                              classifiers=split(a.clf), command=cmd, cluster=cl, **opts)
     print(path.read_text())
     print(f"written: {path}")
     return 0

@@ -296,6 +296,30 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
     ``split``: the rows' dataset split and ``search`` (budget, inner_folds, seed): for the optimizable presets,
     whose nested search runs on each fold's training rows only (``optimizable.py``; ``result["search"]``).
     """
+    if n_jobs is None:
+        n_jobs = min(len(splits), os.cpu_count() or 1, 2)
+    pipe, norm = _prepare(classifier, y, label_names, engine, overrides, pca, subject_norm, groups, search=search,
+                          progress=bool(progress) and (n_jobs <= 1 or len(splits) == 1))
+    bar = progress_bar(len(splits), classifier) if progress and on_fold is None else None
+    on_fold = bar.update if bar is not None else on_fold
+    if progress:
+        _say_fitting(classifier, splits)
+    t0 = time.perf_counter()
+    try:
+        outs = _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold, (groups, split))
+    finally:
+        if bar is not None:
+            bar.close()
+    return _result(outs, time.perf_counter() - t0, y, label_names, classifier, splits, protocol_info, engine=engine,
+                   overrides=overrides, pca=pca, n_jobs=n_jobs, duplicates=duplicates, subject_norm=subject_norm,
+                   groups=groups, norm=norm, pipe=pipe)
+
+
+def _prepare(classifier: str, y, label_names, engine, overrides, pca, subject_norm, groups, *,
+             search: dict | None = None, progress: bool = False) -> tuple[Any, Any]:
+    """The classifier's unfitted pipeline and the subject normalisation ``(mode, groups, neutral)`` (or None).
+
+    ``search``: budget / inner_folds / seed of an optimizable preset's nested search (``progress``: its trial bar)."""
     norm = None
     subject_norm = subject_norm or "none"
     if subject_norm != "none":
@@ -310,24 +334,16 @@ def evaluate(X: np.ndarray, y: np.ndarray, label_names: Sequence[str], classifie
                                     "(use center)")
             neutral = np.asarray(y) == list(label_names).index("neutral")
         norm = (subject_norm, np.asarray(groups), neutral)
-    if n_jobs is None:
-        n_jobs = min(len(splits), os.cpu_count() or 1, 2)
     if optimizable.is_optimizable(classifier):  # a trial bar where the folds run one at a time in this process
-        pipe = optimizable.make_optimizable(classifier, overrides, engine=engine, pca=pca, **(search or {}),
-                                            progress=bool(progress) and (n_jobs <= 1 or len(splits) == 1))
-    else:
-        pipe = clfs.make_classifier(classifier, overrides, engine=engine, pca=pca)
-    bar = progress_bar(len(splits), classifier) if progress and on_fold is None else None
-    on_fold = bar.update if bar is not None else on_fold
-    if progress:
-        _say_fitting(classifier, splits)
-    t0 = time.perf_counter()
-    try:
-        outs = _run_folds(pipe, X, y, splits, norm, classifier, engine, n_jobs, on_fold, (groups, split))
-    finally:
-        if bar is not None:
-            bar.close()
-    wall = time.perf_counter() - t0
+        return optimizable.make_optimizable(classifier, overrides, engine=engine, pca=pca, **(search or {}),
+                                            progress=progress), norm
+    return clfs.make_classifier(classifier, overrides, engine=engine, pca=pca), norm
+
+
+def _result(outs: list, wall: float, y, label_names, classifier: str, splits: list, protocol_info: dict, *,
+            engine, overrides, pca, n_jobs, duplicates, subject_norm, groups, norm, pipe=None) -> dict[str, Any]:
+    """The result dict of one classifier from its folds' ``_run_fold`` outputs (in fold order)."""
+    subject_norm = subject_norm or "none"
     probas = [o[5] for o in outs]
     res = score_folds(classifier, label_names, y, splits, [o[0] for o in outs], [o[1] for o in outs],
                       [o[2] for o in outs], wall, protocol_info, groups=groups,
@@ -362,6 +378,39 @@ def check_classifier(name: str) -> None:
         except clfs.ClassifierError:
             raise clfs.ClassifierError(f"unknown classifier {name!r}; known: {', '.join(clfs.PRESETS)}, "
                                        f"{', '.join(optimizable.PRESETS)}") from None
+
+
+# -- on a Dask cluster (``cluster.Cluster``; duck-typed here, so this module imports nothing of it) ------------
+def _fold_task(pipe, norm, classifier: str, engine: str, fold: int, *, X, y, splits, meta=None) -> tuple:
+    """One (classifier, fold) task on a worker; ``X``, ``y``, ``splits``, ``meta`` arrive once per worker."""
+    tr, te = splits[fold]
+    return _run_fold(pipe, X, y, tr, te, norm, classifier, engine, meta)
+
+
+def _evaluate_on_cluster(cluster, X, y, label_names, classifiers: Sequence[str], splits: list, info: dict, *,
+                         engine, overrides, pca, duplicates, subject_norm, groups, on_fold=None, split=None,
+                         search=None):
+    """Every classifier x fold as one task on ``cluster``, the data sent to each worker once; yields
+    ``(classifier index, result)`` as each classifier's last fold ends. Same fits as a local run."""
+    prepared = [_prepare(name, y, label_names, engine, overrides, pca, subject_norm, groups, search=search)
+                for name in classifiers]
+    tasks = [(clone(pipe), norm, name, engine, f) for (pipe, norm), name in zip(prepared, classifiers)
+             for f in range(len(splits))]
+    outs: list[list] = [[None] * len(splits) for _ in classifiers]
+    left = [len(splits)] * len(classifiers)
+    t0 = time.perf_counter()
+    for t, out in cluster.map_unordered(_fold_task, tasks, shared={"X": X, "y": y, "splits": splits,
+                                                                          "meta": (groups, split)}):
+        k, f = divmod(t, len(splits))
+        outs[k][f] = out
+        left[k] -= 1
+        if on_fold is not None:
+            on_fold()
+        if left[k] == 0:
+            yield k, _result(outs[k], time.perf_counter() - t0, y, label_names, classifiers[k], splits, info,
+                             engine=engine, overrides=overrides, pca=pca, n_jobs=cluster.n_slots,
+                             duplicates=duplicates, subject_norm=subject_norm, groups=groups, norm=prepared[k][1],
+                             pipe=prepared[k][0])
 
 
 def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, splits: list, preds: list,
@@ -506,8 +555,8 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         test_split: str | None = None, seed: int = 0, engine: str = clfs.DEFAULT_ENGINE,
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
         subject_norm: str = "none", augment=None, copies: int = 0, balance: int | str | None = None,
-        progress: bool = True, on_result=None, test_cache=None,
-        search: dict | None = None) -> tuple[list[dict], list[str]]:
+        progress: bool = True, on_result=None, test_cache=None, search: dict | None = None,
+        cluster=None) -> tuple[list[dict], list[str]]:
     """Evaluate each classifier on the same folds of a cache; returns (results, warnings) in classifier order.
 
     ``test_cache``: protocol ``cross-dataset``, train on all of ``cache`` and test on all of this one
@@ -516,6 +565,8 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     ``progress``: a bar over classifiers x folds on stderr, moved as each fold ends (and a line before each
     single-split fit); ``on_result(r)`` is called as each classifier ends (in the order they end).
     ``search``: budget / inner_folds of the optimizable presets' nested search (seeded with ``seed``).
+    ``cluster``: a ``cluster.Cluster``: every classifier x fold runs as a task there (the feature matrix sent to
+    each worker once), with the same results; augmentation, if any, is still computed here.
     """
     label_names, cross = cache.label_names, {}
     if test_cache is not None:
@@ -542,7 +593,11 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     workers = min(len(classifiers), os.cpu_count() or 1, 2) if n_jobs is None else n_jobs
     parallel = len(splits) == 1 and workers > 1 and len(classifiers) > 1
     bar = progress_bar(len(classifiers) * len(splits), "classify") if progress else None
-    if parallel:
+    if cluster is not None:
+        outs = _evaluate_on_cluster(cluster, X, y, label_names, classifiers, splits, info,
+                                    on_fold=bar.update if bar is not None else None, **kw)
+        parallel = False
+    elif parallel:
         # one split (official, holdout): the folds cannot run in parallel, so the classifiers do, two at a
         # time with one BLAS thread each (fit/predict seconds are each classifier's own, measured in its worker)
         if bar is not None:

@@ -11,6 +11,7 @@ every number, the command and its run time.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
 import time
@@ -59,12 +60,25 @@ def _header(title: str, command: str, seconds: float, extra: list[str]) -> list[
             "scikit-learn for the rest.", *extra, ""]
 
 
+# the Dask cluster of the running experiment (``run_experiment(cluster=...)``), None: this process alone
+_CLUSTER: contextvars.ContextVar = contextvars.ContextVar("fer_features_experiment_cluster", default=None)
+
+
 def _extract(data, log, **kw):
     from .cache import load_cache
     from .extract import WHOLE_IMAGE, extract_dataset
 
     kw = {**WHOLE_IMAGE, **kw}  # the seed studies fed whole images
+    if (cluster := _CLUSTER.get()) is not None:
+        from .distributed_extract import on_cluster
+
+        kw["runner"] = on_cluster(cluster)
     return load_cache(extract_dataset(data, progress=sys.stderr.isatty(), log=log, **kw))
+
+
+def _run(*args, **kw):
+    """``evaluation.run`` on the experiment's cluster, if it has one."""
+    return ev.run(*args, cluster=_CLUSTER.get(), **kw)
 
 
 # -- seed-linear-baseline ---------------------------------------------------------------------------------
@@ -74,7 +88,7 @@ def seed_linear_baseline(data_root: Path, backbones: list[str], classifiers: lis
         res = {}
         for ds, protocol in (("ckplus48", "group-kfold"), ("jaffe", "loso")):
             cache = _extract(data_root / ds, log, backbone=name)
-            res[ds], _ = ev.run(cache, classifiers, protocol, progress=False)
+            res[ds], _ = _run(cache, classifiers, protocol, progress=False)
             log(f"{name} {ds}: done")
         payload[name] = res
         ck, jf = ({r["classifier"]: r for r in res[d]} for d in ("ckplus48", "jaffe"))
@@ -108,7 +122,7 @@ def seed_jaffe(data_root: Path, backbones: list[str], classifiers: list[str], lo
         cache = _extract(data_root / "jaffe", log, backbone=name)
         out = []
         for protocol, k, label in rows:
-            res, _ = ev.run(cache, classifiers, protocol, copies=k, augment=cfg, test_size=0.1, progress=False)
+            res, _ = _run(cache, classifiers, protocol, copies=k, augment=cfg, test_size=0.1, progress=False)
             out.append((label, protocol, k, res))
             log(f"{name} {label}: " + ", ".join(f"{r['classifier']} {_pct(r)}" for r in res))
         payload[name] = [{"setting": label, "protocol": p, "copies": k, "results": res} for label, p, k, res in out]
@@ -157,7 +171,7 @@ def seed_resnet_svm(data_root: Path, backbones: list[str], classifiers: list[str
                     if balance is None and leaky:
                         continue  # nothing to augment: DS1 has one protocol (holdout)
                     protocol = ev.LEAKY_PROTOCOL if leaky else "holdout"
-                    res, _ = ev.run(cache, classifiers, protocol, balance=balance, augment=cfg, test_size=0.1,
+                    res, _ = _run(cache, classifiers, protocol, balance=balance, augment=cfg, test_size=0.1,
                                     progress=False)
                     tables[(prep, ds_name, leaky)] = res
                     log(f"{name} {prep} {ds_name} {'leaky' if leaky else 'leak-free'}: n_train {res[0]['n_train']}, "
@@ -205,8 +219,10 @@ DEFAULT_OUT = "fer_results"  # relative to the current directory; bench/results 
 
 def run_experiment(name: str, *, data_root: str | Path = "../shared/datasets", out_dir: str | Path = DEFAULT_OUT,
                    backbones: list[str] | None = None, classifiers: list[str] | None = None,
-                   command: str | None = None, log=None, **options: Any) -> Path:
-    """Run experiment ``name``; write ``<out_dir>/<name>.md`` and ``.json``; return the markdown path."""
+                   command: str | None = None, log=None, cluster=None, **options: Any) -> Path:
+    """Run experiment ``name``; write ``<out_dir>/<name>.md`` and ``.json``; return the markdown path.
+
+    ``cluster``: a ``cluster.Cluster`` for its extractions (shards) and evaluations (classifiers x folds)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     fn, title, default_clfs = EXPERIMENTS[name]
@@ -218,7 +234,11 @@ def run_experiment(name: str, *, data_root: str | Path = "../shared/datasets", o
     for c in classifiers:
         C.get_preset(c)
     t = time.perf_counter()
-    body, payload = fn(Path(data_root), backbones, classifiers, log, **options)
+    token = _CLUSTER.set(cluster)
+    try:
+        body, payload = fn(Path(data_root), backbones, classifiers, log, **options)
+    finally:
+        _CLUSTER.reset(token)
     seconds = time.perf_counter() - t
     skipped = [c.name for c in bb.list_backbones() if c.keras_fn and c.name not in backbones]
     extra = [f"Backbones: {', '.join(backbones)}" + (f" (no cached ImageNet weights here for the Keras backbones "

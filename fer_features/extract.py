@@ -65,6 +65,27 @@ def _dtype_policy(policy: str | None):
         keras.mixed_precision.set_global_policy(before)
 
 
+@contextlib.contextmanager
+def _own_python_random(seed: int):
+    """Keras draws the seed of every initializer that has none from Python's global ``random``; another thread
+    drawing from it during a build (a Dask worker's event loop does) would change random weights. For the block,
+    Keras gets a generator of its own, seeded as ``keras.utils.set_random_seed(seed)`` seeds the global one, so
+    the weights are those a lone process builds."""
+    import random
+
+    try:
+        from keras.src.random import seed_generator as sg
+    except ImportError:  # another Keras layout: the global generator, as before
+        yield
+        return
+    before = sg.python_random
+    sg.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        sg.python_random = before
+
+
 class FeatureExtractor(TransformerMixin, BaseEstimator):
     """Embed face images with a frozen pretrained CNN (a registered backbone, or a saved ``.keras`` model
     file such as ``finetune --save`` writes: see ``keras_backbone``).
@@ -162,11 +183,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None):
         """Build the frozen network; returns self."""
         self._validate()
+        seeds = contextlib.nullcontext()
         if self._random_weights():
             import keras
 
             keras.utils.set_random_seed(0)  # random weights: reproducible, so the cache key stays honest
-        with _dtype_policy("mixed_bfloat16" if self.precision == "bfloat16" else None):
+            seeds = _own_python_random(0)
+        with _dtype_policy("mixed_bfloat16" if self.precision == "bfloat16" else None), seeds:
             self.model_ = bb.create(self.backbone, include_top=False, weights=self.weights,
                                     input_size=self.resolved_image_size(), pooling=self.pooling, layer=self.layer)
         self.preprocessor_ = self.preprocessor()
@@ -321,13 +344,15 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                     flip_average: bool = DEFAULT_FLIP_AVERAGE, precision: str = "float32",
                     batch_size: int = 32, frontal_only: bool = False, subject_pattern: str | None = None,
                     strict: bool = False, progress: bool = True, workers: int = 2,
-                    log=None) -> Path:
+                    log=None, runner=None) -> Path:
     """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
 
     An identical earlier run is a cache hit (no model is loaded); an interrupted or killed one is resumed
     after its last finished chunk; an identical run going on in another process is waited for (one lock
     per cache file). Unreadable images are skipped and listed in the cache, or stop the run when ``strict``.
     ``subject_pattern``: a regex giving each image's subject id (see ``subjects.py``); part of the cache key.
+    ``runner``: a callable doing the extraction step instead of this process, same arguments as
+    ``_extract_into`` less ``workers`` (``distributed_extract.on_cluster(cluster)``: shards on a Dask cluster).
     """
     from .cache import cache_lock
     from .datasets import Dataset, load_dataset
@@ -352,8 +377,27 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
         if (hit := _complete_with_key(path, key)) is not None:  # an identical run finished while we waited
             return _cache_hit(hit, ds, log)
         with _sigterm_as_interrupt():
+            if runner is not None:  # e.g. shards on a Dask cluster: same cache, key, rows and resume
+                return runner(path, key, settings, ds, ext, strict=strict, progress=progress, log=log)
             return _extract_into(path, key, settings, ds, ext, strict=strict, progress=progress,
                                  workers=workers, log=log)
+
+
+def cache_attrs(settings: dict, ds, ext: FeatureExtractor, *, compute_device: str | None = None) -> dict[str, Any]:
+    """The attributes a cache file of ``ds`` embedded by ``ext`` records (settings, versions, dataset identity,
+    and ``compute_device``, the backend and device that ran the network, where known)."""
+    return {
+        "settings_json": json.dumps(settings, sort_keys=True),
+        "versions_json": json.dumps(package_versions(), sort_keys=True),
+        "dataset_fingerprint": ds.fingerprint(),
+        "dataset_root": str(ds.root),
+        "n_records": len(ds),
+        "weights_spec": bb.normalize_weights(ext.weights),
+        **({"backbone_spec": str(Path(ext.backbone).expanduser().resolve())}  # where the .keras file was read
+           if settings.get("weights") == "model-file" else {}),
+        **({"compute_device": compute_device} if compute_device else {}),
+        **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
+    }
 
 
 def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtractor, *, strict: bool,
@@ -376,18 +420,7 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
     for note in ds.notes:  # where subject ids came from (or why there are none)
         log(note)
     log(dataset_summary(ds))
-    attrs = {
-        "settings_json": json.dumps(settings, sort_keys=True),
-        "versions_json": json.dumps(package_versions(), sort_keys=True),
-        "dataset_fingerprint": ds.fingerprint(),
-        "dataset_root": str(ds.root),
-        "n_records": len(ds),
-        "weights_spec": bb.normalize_weights(ext.weights),
-        **({"backbone_spec": str(Path(ext.backbone).expanduser().resolve())}  # where the .keras file was read
-           if settings.get("weights") == "model-file" else {}),
-        "compute_device": on,
-        **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
-    }
+    attrs = cache_attrs(settings, ds, ext, compute_device=on)
     writer = CacheWriter(path, key, ext.n_features_out_, label_names, attrs, log=log)
     start = writer.open()
     if start:
