@@ -157,7 +157,8 @@ def part_frozen(a, res: dict) -> None:
         setups.append({"label": label, "options": opts, "cache": path.name, "dim": int(cache.features.shape[1]),
                        "n_no_face": int(cache.attrs.get("n_no_face", 0)), "n_images": len(cache),
                        "extract_seconds": float(cache.attrs.get("extract_seconds") or 0.0),
-                       "images_per_second": float(cache.attrs.get("images_per_second") or 0.0)})
+                       "images_per_second": float(cache.attrs.get("images_per_second") or 0.0),
+                       "resumed_at_record": int(cache.attrs.get("resumed_at_record", 0))})
     by = {(r["setup"], r["classifier"]): r for r in all_results}
     haar, whole = (s["label"] for s in setups)
     crop_tests = {c: paired_test(by[(haar, c)], by[(whole, c)]) for c in clfs}
@@ -296,7 +297,9 @@ def markdown(res: dict) -> str:
                       + (f", no face found in {s['n_no_face']} of {s['n_images']} images (whole image kept)"
                          if s["options"].get("face_crop", "haar") != "none" else "")
                       + (f"; extraction {s['extract_seconds'] / 60:.0f} min ({s['images_per_second']:.0f} img/s)"
-                         if s["extract_seconds"] else ""))
+                         if s["extract_seconds"] else "")
+                      + (f" (its last session only: it resumed at record {s['resumed_at_record']}; earlier sessions "
+                         "are not timed)" if s.get("resumed_at_record", 0) > 0 else ""))
         md += ["", f"Pixel-identical copies: {d['test_with_train_copy']} of {d['n_test']} PrivateTest images have a "
                f"copy in Training ({d['test_with_train_copy_other_label']} of them labelled differently there); "
                f"{d['duplicate_groups']} groups of identical images in all FER2013 ({d['duplicate_images']} copies "

@@ -486,8 +486,9 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
             raise ExtractionError(f"{ds.root}: no readable image among {n}")
         elapsed = time.perf_counter() - t0
         rate = (n_done_rows / elapsed) if elapsed > 0 else 0.0
+        # a resumed run times its own records only: ``resumed_at_record`` says where it began
         final = writer.finish({"extract_seconds": elapsed, "model_build_seconds": t_build,
-                               "images_per_second": rate})
+                               "images_per_second": rate, "resumed_at_record": int(start)})
         ok = True
         if bar is not None:
             bar.close()
