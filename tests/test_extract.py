@@ -130,6 +130,8 @@ def test_interrupted_extraction_resumes(tiny_folder, tmp_path, monkeypatch):
     assert list(c.paths) == list(clean.paths)
     np.testing.assert_allclose(c.features, clean.features, atol=1e-5)
     assert not list(cache_dir.glob("*.part"))
+    # the resumed run's time and rate cover its own records only, and the cache says where it began
+    assert int(c.attrs["resumed_at_record"]) == 4 and int(clean.attrs["resumed_at_record"]) == 0
 
 
 def test_default_features_are_the_registry_choice_and_classical_descriptors_extract(tiny_folder, tmp_path):
