@@ -157,13 +157,18 @@ def set_dataset_root(path: str | Path, root: str | Path) -> bool:
         return False
 
 
-def load_cache(path: str | Path) -> FeatureCache:
-    """Load a complete cache file; ``CacheError`` (naming the file) for anything else."""
-    path = Path(path)
+def require_complete(path: Path) -> None:
+    """``CacheError`` (naming the file) unless ``path`` is a complete cache file."""
     if not path.exists():
         raise CacheError(f"{path}: no such cache file")
     if not is_complete(path):
         raise CacheError(f"{path}: not a complete fer_features cache (interrupted or foreign file)")
+
+
+def load_cache(path: str | Path) -> FeatureCache:
+    """Load a complete cache file; ``CacheError`` (naming the file) for anything else."""
+    path = Path(path)
+    require_complete(path)
     attrs = read_attrs(path)
     with h5py.File(path, "r") as f:
         return FeatureCache(

@@ -32,7 +32,7 @@ import numpy as np
 from .cache import CacheWriter, _write_atomic, chunk_name, encode_chunk
 from .cluster import TF_THREADS_VAR, ClusterError, auto_shard_size
 from .datasets import ImageReadError, read_image
-from .extract import ExtractionError, FeatureExtractor, cache_attrs, dataset_summary
+from .extract import ExtractionError, FeatureExtractor, cache_attrs, dataset_summary, log_outcome
 
 # per worker process: the built extractor of the settings it last ran (one network in memory at a time)
 _MODELS: dict[str, FeatureExtractor] = {}
@@ -278,10 +278,7 @@ def extract_shards(cluster, path: Path, key: str, settings: dict, ds, ext: Featu
         if bar is not None:
             bar.close()
             bar = None
-        if writer.n_skipped:
-            log(f"{writer.n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
-        if ext.face_crop != "none":
-            log(f"no face found in {writer.n_no_face} of {writer.n_rows} image(s): whole image kept")
+        log_outcome(writer, ext, log)
         log(f"extracted {n_new} images in {elapsed:.1f} s ({rate:.1f} img/s) on {cluster.n_workers} Dask "
             f"worker(s), {len(summaries)} shard(s) of up to {size}; joined in {t_join:.2f} s")
         stats = {"seconds": elapsed + t_join, "work_seconds": t_done - t_work, "setup_seconds": t_work - t_start,

@@ -400,6 +400,14 @@ def cache_attrs(settings: dict, ds, ext: FeatureExtractor, *, compute_device: st
     }
 
 
+def log_outcome(writer: CacheWriter, ext: FeatureExtractor, log) -> None:
+    """After a finished extraction: how many images were skipped, and in how many no face was found."""
+    if writer.n_skipped:
+        log(f"{writer.n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
+    if ext.face_crop != "none":
+        log(f"no face found in {writer.n_no_face} of {writer.n_rows} image(s): whole image kept")
+
+
 def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtractor, *, strict: bool,
                   progress: bool, workers: int, log) -> Path:
     """The extraction itself, into ``path`` (the caller holds the cache lock)."""
@@ -493,10 +501,7 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
         if bar is not None:
             bar.close()
             bar = None
-        if writer.n_skipped:
-            log(f"{writer.n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
-        if ext.face_crop != "none":
-            log(f"no face found in {writer.n_no_face} of {f_rows} image(s): whole image kept")
+        log_outcome(writer, ext, log)
         log(f"extracted {n_done_rows} images in {elapsed:.1f} s ({rate:.1f} img/s; model built in {t_build:.1f} s; "
             f"{on})")
         return final

@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .cache import CACHE_FORMAT, CacheError, _strs, is_complete, package_versions, read_attrs
+from .cache import CACHE_FORMAT, CacheError, _strs, is_complete, package_versions, read_attrs, require_complete
 
 MERGE_FORMAT = 1
 _ROW_STRS = ("subjects", "split", "paths", "raw_labels")
@@ -31,10 +31,7 @@ _ROW_STRS = ("subjects", "split", "paths", "raw_labels")
 
 def _meta(path: Path) -> dict[str, Any]:
     """A cache's attributes and row columns, features left on disk."""
-    if not path.exists():
-        raise CacheError(f"{path}: no such cache file")
-    if not is_complete(path):
-        raise CacheError(f"{path}: not a complete fer_features cache (interrupted or foreign file)")
+    require_complete(path)
     attrs = read_attrs(path)
     with h5py.File(path, "r") as f:
         cols = {k: _strs(f[k]) for k in _ROW_STRS}
