@@ -47,7 +47,7 @@ RESULTS = Path("bench/results/fer2013")
 FROZEN_CLF = ["cubic_svm", "quadratic_svm", "linear_svm", "narrow_nn", "medium_nn", "wide_nn", "bilayered_nn",
               "trilayered_nn", "logreg"]
 TRANSFER_CLF = ["cubic_svm", "linear_svm", "logreg"]
-NOTE_CORES = ("the machine's 2 cores were shared with other jobs during these runs: seconds are indicative, "
+NOTE_CORES = ("The machine's 2 cores were shared with other jobs during these runs: seconds are indicative, "
               "ratios within one run are fairer than across runs")
 
 
@@ -208,7 +208,8 @@ def part_finetune(a, res: dict) -> None:
     ds = load_dataset(a.data)
     if a.limit:
         ds = _limited(ds, a.limit)
-    cfg = F.FinetuneConfig(mode=a.mode, image_size=a.image_size, epochs=a.epochs, patience=a.patience,
+    cfg = F.FinetuneConfig(mode=a.mode, image_size=a.image_size, epochs=a.epochs, head_epochs=a.head_epochs,
+                           patience=a.patience,
                            batch_size=a.batch_size, lr=a.lr, fine_lr=a.fine_lr, face_crop=a.face_crop,
                            augment=None if a.augment == "none" else parse_augment(a.augment, seed=0))
     model = Path(a.cache_dir) / "fer2013-models" / f"fer2013_{key}.keras"
@@ -230,7 +231,14 @@ def part_finetune(a, res: dict) -> None:
 
 
 # -- transfer ---------------------------------------------------------------------------------------------
-TRANSFER_SETS = (("jaffe", "loso", 10), ("ckplus48", "group-kfold", 10))
+# (name, path under --data-root, protocol, folds, default features' extract options, the tuned backbone's
+# extract options, classifiers): JAFFE and CK+48 with the default features as they are everywhere else; FER2013
+# itself (official protocol) with the frozen part's whole-image 112 px features, the faces being cropped already
+# (as the network was fine-tuned on them), and the cubic SVM only (each classifier takes 3-10 min there).
+TRANSFER_SETS = (("jaffe", "jaffe", "loso", 10, {}, {}, TRANSFER_CLF),
+                 ("ckplus48", "ckplus48", "group-kfold", 10, {}, {}, TRANSFER_CLF),
+                 ("fer2013", "fer2013/fer2013.csv.gz", "official", 1, {"image_size": 112, "face_crop": "none"},
+                  {"face_crop": "none"}, ["cubic_svm"]))
 
 
 def _best_model(res: dict) -> str | None:
@@ -251,34 +259,44 @@ def part_transfer(a, res: dict) -> None:
     from fer_features.keras_backbone import describe
 
     mid = describe(model)["id"]
-    if mid in res["transfer"] and not a.force:
+    done = res["transfer"].get(mid, {}).get("datasets", {})
+    sets = [t for t in TRANSFER_SETS if not a.sets or t[0] in a.sets.split(",")]
+    if all(t[0] in done for t in sets) and not a.force:
         print(f"transfer with {mid}: done (in {RESULTS}.json); --force to redo", file=sys.stderr)
         return
     t0 = time.perf_counter()
-    clfs = [c.strip() for c in a.clf.split(",")] if a.clf else TRANSFER_CLF
-    out: dict[str, Any] = {"command": command(), "machine": _machine(), "model": model, "datasets": {}}
-    for name, protocol, folds in TRANSFER_SETS:
-        data = Path(a.data_root) / name
-        default = extract_dataset(data, cache_dir=a.cache_dir)
-        tuned = extract_dataset(data, cache_dir=a.cache_dir, backbone=model)
+    out: dict[str, Any] = res["transfer"].get(mid) or {"model": model, "datasets": {}, "seconds": 0.0}
+    out.update(command=command(), machine=_machine())
+    for name, rel, protocol, folds, default_opts, tuned_opts, set_clfs in sets:
+        if name in out["datasets"] and not a.force:
+            continue
+        clfs = [c.strip() for c in a.clf.split(",")] if a.clf else set_clfs
+        data = Path(a.data_root) / rel
+        default = extract_dataset(data, cache_dir=a.cache_dir, **default_opts)
+        tuned = extract_dataset(data, cache_dir=a.cache_dir, backbone=model, **tuned_opts)
         merged = merge_caches(default, tuned, out_dir=a.cache_dir)
         feats = {"default (ImageNet)": default, "FER2013-tuned": tuned, "default + FER2013-tuned": merged}
         rows, by = [], {}
+        t = time.perf_counter()
         for label, path in feats.items():
             cache = load_cache(path)
             results, _ = ev.run(cache, clfs, protocol, folds=folds, seed=0, progress=False)
             for r in results:
                 by[(label, r["classifier"])] = r
                 rows.append({**summary(r), "features_label": label, "dim": int(cache.features.shape[1])})
+                print(f"transfer {name}: {label} {r['classifier']} {100 * r['accuracy']:.1f} %", file=sys.stderr)
         for row in rows:
             if row["features_label"] != "default (ImageNet)":
-                t = paired_test(by[(row["features_label"], row["classifier"])],
-                                by[("default (ImageNet)", row["classifier"])])
-                row["vs_default"] = {k: v for k, v in t.items() if k != "identical"}
+                test = paired_test(by[(row["features_label"], row["classifier"])],
+                                   by[("default (ImageNet)", row["classifier"])])
+                row["vs_default"] = {k: v for k, v in test.items() if k != "identical"}
         out["datasets"][name] = {"protocol": protocol, "caches": {k: Path(v).name for k, v in feats.items()},
-                                 "rows": rows}
+                                 "extract_options": {"default": default_opts, "tuned": tuned_opts},
+                                 "rows": rows, "seconds": time.perf_counter() - t}
+        res["transfer"][mid] = out
+        save_results(res, RESULTS)  # each dataset as it ends: a stopped run keeps the finished ones
         print(f"transfer {name}: done", file=sys.stderr)
-    out["seconds"] = time.perf_counter() - t0
+    out["seconds"] = float(out.get("seconds") or 0.0) + time.perf_counter() - t0
     res["transfer"][mid] = out
 
 
@@ -338,14 +356,20 @@ def markdown(res: dict) -> str:
         md += [f"## A FER2013-tuned network as a frozen backbone: `{mid}`", "",
                f"Model: `{t['model']}`; command: `{t['command']}` ({t['seconds'] / 60:.0f} min).", ""]
         for name, d in t["datasets"].items():
+            opts = d.get("extract_options") or {}
             md += [f"### {name}: {d['rows'][0]['protocol_description']}", "",
+                   "Features: default = " + (", ".join(f"{k} {v}" for k, v in opts.get("default", {}).items())
+                                            or "the package defaults") + "; FER2013-tuned = the model's last layer, "
+                   "average pooled" + (", " + ", ".join(f"{k} {v}" for k, v in opts["tuned"].items())
+                                       if opts.get("tuned") else "") + f" ({d.get('seconds', 0) / 60:.0f} min).", "",
                    "| features | classifier | dim | accuracy % [95 % CI] | minus default, paired [95 % CI], p |",
                    "|---|---|---:|---:|---|"]
             for r in d["rows"]:
                 md.append(f"| {r['features_label']} | {r['classifier']} | {r['dim']} | {_ci(r)} | "
                           f"{_test_line(r.get('vs_default'))} |")
             md.append("")
-        md += ["Paired tests: cluster bootstrap over subjects, same folds for every row.", ""]
+        md += ["Paired tests on the same folds and test images: cluster bootstrap over subjects where subjects are "
+               "known (JAFFE, CK+48), exact McNemar on FER2013's one split.", ""]
     return "\n".join(md) + "\n"
 
 
@@ -361,6 +385,8 @@ def main(argv=None) -> None:
     ap.add_argument("--compare-dir", default="bench/results/compare_fer2013_official")
     ap.add_argument("--mode", default="head", choices=("head", "top", "full"))
     ap.add_argument("--epochs", type=int, default=30, help="finetune: most epochs per phase")
+    ap.add_argument("--head-epochs", type=int, default=None, help="finetune top/full: epochs of the head phase "
+                    "(default: --epochs)")
     ap.add_argument("--patience", type=int, default=5, help="finetune: early-stopping patience on PublicTest")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -369,6 +395,7 @@ def main(argv=None) -> None:
     ap.add_argument("--augment", default="default", help="finetune: augmentation spec, or none")
     ap.add_argument("--limit", type=int, default=0, help="finetune: N random images (seed 0) of each split (a quick check)")
     ap.add_argument("--checkpoint-dir", default=None)
+    ap.add_argument("--sets", default=None, help="transfer: comma-separated subset of jaffe,ckplus48,fer2013")
     ap.add_argument("--model", default=None, help="transfer: the FER2013-tuned .keras (default: the best "
                     "finished finetune run's)")
     ap.add_argument("--out", default=str(RESULTS), help="results file stem (.json and .md)")

@@ -705,6 +705,8 @@ def _add_finetune(sub) -> None:
     p.add_argument("--weights", default="imagenet", help="imagenet or a weights file (scratch ignores it)")
     p.add_argument("--mode", default="top", choices=MODES, help="what is trained: see modes above")
     p.add_argument("--epochs", type=int, default=10, help="epochs per phase (head, then fine)")
+    p.add_argument("--head-epochs", type=int, default=None,
+                   help="top/full: epochs of the head phase before the fine one (default: --epochs)")
     p.add_argument("--batch-size", type=int, default=32, help="images per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the head (and of scratch)")
     p.add_argument("--fine-lr", type=float, default=1e-4, help="Adam learning rate once layers are unfrozen")
@@ -748,7 +750,8 @@ def _cmd_finetune(a) -> int:
 
     aug = None if a.augment == "none" else parse_augment(a.augment, seed=a.seed)
     cfg = F.FinetuneConfig(backbone=a.backbone, mode=a.mode, weights=a.weights, image_size=a.image_size,
-                           epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, fine_lr=a.fine_lr, hidden=a.hidden,
+                           epochs=a.epochs, head_epochs=a.head_epochs, batch_size=a.batch_size, lr=a.lr,
+                           fine_lr=a.fine_lr, hidden=a.hidden,
                            dropout=a.dropout, patience=a.patience, augment=aug, preprocess=a.preprocess,
                            face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, seed=a.seed)
     if a.save:

@@ -40,6 +40,7 @@ class FinetuneConfig:
     weights: str = "imagenet"
     image_size: int | None = None
     epochs: int = 10  # per phase: the head phase, then the fine phase (top/full)
+    head_epochs: int | None = None  # top/full: epochs of the head phase before the fine one (None: epochs)
     batch_size: int = 32
     lr: float = 1e-3
     fine_lr: float = 1e-4
@@ -60,7 +61,8 @@ class FinetuneConfig:
         cfg = bb.get_config(self.backbone)
         if cfg.family == "classical":
             raise ValueError(f"{self.backbone} is not a network: it cannot be fine-tuned")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.fine_lr <= 0:
+        head = 1 if self.head_epochs is None else self.head_epochs
+        if min(self.epochs, head, self.batch_size) < 1 or self.lr <= 0 or self.fine_lr <= 0:
             raise ValueError("epochs and batch size must be >= 1 and learning rates > 0")
         if not 0 <= self.dropout < 1 or not 0 <= self.val_fraction < 0.5:
             raise ValueError("dropout must be in [0, 1) and the validation fraction in [0, 0.5)")
@@ -261,20 +263,20 @@ def train(cfg: FinetuneConfig, images: np.ndarray, y: np.ndarray, n_classes: int
     train_ds = make_dataset(images[tr], y[tr], cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed)
     val_ds = make_dataset(val_x, val_y, cfg.batch_size) if len(val_y) else None
     model, base = build_model(cfg, n_classes)
-    phases = [("scratch", cfg.lr)] if cfg.mode == "scratch" else [("head", cfg.lr)]
+    phases = [("scratch", cfg.lr, cfg.epochs)] if cfg.mode == "scratch" else [("head", cfg.lr, cfg.epochs)]
     if cfg.mode in ("top", "full"):
-        phases.append((cfg.mode, cfg.fine_lr))
+        phases = [("head", cfg.lr, cfg.head_epochs or cfg.epochs), (cfg.mode, cfg.fine_lr, cfg.epochs)]
     store = TrainingStore(checkpoint, checkpoint_key)
     state = store.load()
     history: dict[str, Any] = {"n_train": int(len(tr)), "n_val": int(len(val_y)), "phases": [],
                                "validation": "given" if validation is not None else f"{cfg.val_fraction:g} held out",
                                "earlier_seconds": 0.0}  # epochs of earlier runs of a resumed training
     pending_end = None  # a finished phase of an earlier run: the next phase starts from its weights
-    for i, (phase, lr) in enumerate(phases):
+    for i, (phase, lr, epochs) in enumerate(phases):
         rec = state["phases"][i] if i < len(state["phases"]) else None
         later = len(state["phases"]) > i + 1
         set_phase(base, cfg, phase)
-        if rec is not None and (later or rec["stopped"] or rec["epochs_done"] >= cfg.epochs):
+        if rec is not None and (later or rec["stopped"] or rec["epochs_done"] >= epochs):
             if not rec.get("finished"):  # stopped between its last epoch and its end: end it now
                 model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                               metrics=["accuracy"])
@@ -296,11 +298,11 @@ def train(cfg: FinetuneConfig, images: np.ndarray, y: np.ndarray, n_classes: int
         else:
             store.resume(model, rec)
             history["earlier_seconds"] += float(sum(rec["history"].get("seconds", [])))
-            log(f"  {phase} phase: resuming at epoch {rec['epochs_done'] + 1} of {cfg.epochs} ({store.folder})")
+            log(f"  {phase} phase: resuming at epoch {rec['epochs_done'] + 1} of {epochs} ({store.folder})")
         pending_end = None
         callbacks = [_epoch_logger(phase, log),
                      resumable_early_stopping(store, state, i, cfg.patience, monitor=val_ds is not None)]
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=rec["epochs_done"], epochs=cfg.epochs,
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=rec["epochs_done"], epochs=epochs,
                   verbose=0, callbacks=callbacks, shuffle=False)  # make_dataset shuffles
         if store.restore_best(model, rec):
             log(f"  {phase} phase: best validation accuracy {rec['best']:.3f} at epoch {rec['best_epoch']}")
@@ -356,12 +358,13 @@ def _targets(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def checkpoint_key(cfg: FinetuneConfig, fingerprint: str, **what: Any) -> str:
-    """What a checkpoint folder belongs to: every setting but ``epochs`` (a re-run may train longer), the
-    dataset's content and ``what`` (protocol, folds...)."""
+    """What a checkpoint folder belongs to: every setting but ``epochs`` and ``head_epochs`` (a re-run may
+    train longer), the dataset's content and ``what`` (protocol, folds...)."""
     import hashlib
 
     d = cfg.to_dict()
     d.pop("epochs")
+    d.pop("head_epochs")
     payload = json.dumps({"config": d, "dataset": fingerprint, **what}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -54,5 +54,30 @@ def make_folder_dataset(root: Path, classes=("happy", "sad"), per_class: int = 5
 
 
 @pytest.fixture
+def small_network(monkeypatch):
+    """finetune.build_model replaced by a small network (for tests of the training loop, not of the network):
+    the same structure, a nested base model of two stages with batch norm, so every phase has weights."""
+    import keras
+
+    from fer_features import finetune as F
+    from fer_features._layers import InputNormalization
+
+    def build_model(cfg, n_classes):
+        size = cfg.size
+        bi = keras.Input((size, size, 3))
+        h = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="c1")(bi)
+        h = keras.layers.BatchNormalization(name="bn1")(h)
+        h = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c2")(h)
+        base = keras.Model(bi, keras.layers.Conv2D(16, 3, padding="same", name="c3")(h), name="small")
+        inputs = keras.Input((size, size, 3), name="rgb_0_255")
+        x = base(InputNormalization("lite", name="preprocess_input")(inputs))
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        out = keras.layers.Dense(n_classes, activation="softmax", name="classes")(x)
+        return keras.Model(inputs, out, name=cfg.name()), base
+
+    monkeypatch.setattr(F, "build_model", build_model)
+
+
+@pytest.fixture
 def tiny_folder(tmp_path) -> Path:
     return make_folder_dataset(tmp_path / "data")

@@ -360,6 +360,25 @@ def test_fingerprint_tracks_files_without_decoding(tmp_path, monkeypatch):
     assert load_dataset(root).fingerprint() == fp3
 
 
+def test_the_same_csv_is_parsed_once_per_process_and_a_changed_one_again(tmp_path, monkeypatch):
+    """Loading a FER2013 CSV again (augmenting a cache of it does on every call) reuses the parsed pixels,
+    whatever path string names it; a file with other bytes (same size) is parsed again."""
+    from fer_features import datasets as D
+
+    calls = []
+    real_parse = D._parse_pixels
+    monkeypatch.setattr(D, "_parse_pixels", lambda px: calls.append(len(px)) or real_parse(px))
+    csv = tmp_path / "f.csv"
+    csv.write_text("emotion,pixels,Usage\n0,1 2 3 4,Training\n3,4 3 2 1,PrivateTest\n")
+    a = load_dataset(csv)
+    assert [r.label for r in a.records] == ["angry", "happy"] and calls == [2]
+    b = load_dataset(Path(os.path.relpath(csv)))  # another spelling of the same file
+    assert [r.label for r in b.records] == ["angry", "happy"] and calls == [2]
+    np.testing.assert_array_equal(b.load_image(1), a.load_image(1))
+    csv.write_text("emotion,pixels,Usage\n0,1 2 3 4,Training\n4,4 3 2 1,PrivateTest\n")  # same size
+    assert [r.label for r in load_dataset(csv).records] == ["angry", "sad"] and calls == [2, 2]
+
+
 def test_csv_fingerprint_changes_with_content_only(tmp_path):
     csv = tmp_path / "f.csv"
     csv.write_text("emotion,pixels\n0,1 2 3 4\n")

@@ -35,6 +35,21 @@ def test_seed_jaffe_runs_both_protocols_and_labels_them(data_root, tmp_path, mon
     assert len(data) == 4 and all(0 < row["results"][0]["accuracy"] <= 1 for row in data)
 
 
+def _subset_root(root: Path, out: Path) -> Path:
+    """A datasets folder of links to 3 JAFFE subjects' images and 10 CK+48 subjects' (every class folder)."""
+    (out / "jaffe").mkdir(parents=True)
+    for f in sorted((root / "jaffe").iterdir()):
+        if f.name.split(".")[0] in ("KA", "KL", "KM"):
+            (out / "jaffe" / f.name).symlink_to(f.resolve())
+    ck = sorted((root / "ckplus48").glob("*/*.png"))
+    keep = sorted({f.name.split("_")[0] for f in ck})[:10]
+    for f in ck:
+        if f.name.split("_")[0] in keep:
+            (out / "ckplus48" / f.parent.name).mkdir(parents=True, exist_ok=True)
+            (out / "ckplus48" / f.parent.name / f.name).symlink_to(f.resolve())
+    return out
+
+
 def test_seed_resnet_svm_and_linear_baseline_scaled_down(data_root, tmp_path, monkeypatch):
     from fer_features.experiments import seed_resnet_svm
 
@@ -48,8 +63,9 @@ def test_seed_resnet_svm_and_linear_baseline_scaled_down(data_root, tmp_path, mo
     ds4 = next(r for r in rows if r["ds"] == "DS4" and not r["leaky"] and r["preprocess"] == "none")["results"][0]
     assert ds4["n_train"] == 3 * 60 and ds4["n_test"] == 9  # grown training part, original test images only
 
+    small = _subset_root(data_root, tmp_path / "datasets")  # the CLI path, not the datasets' size, is tested
     p = subprocess.run([sys.executable, "-m", "fer_features", "experiment", "seed-linear-baseline",
-                        "--data-root", data_root, "--out", tmp_path, "--backbone", "hog", "--clf", "linear_svm,lda"],
+                        "--data-root", small, "--out", tmp_path, "--backbone", "hog", "--clf", "linear_svm,lda"],
                        capture_output=True, text=True, cwd=ROOT, timeout=900,
                        env={**__import__("os").environ, "FER_FEATURES_CACHE": str(tmp_path / "cache")})
     assert p.returncode == 0, p.stderr[-2000:]

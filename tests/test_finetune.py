@@ -64,7 +64,8 @@ def test_phases_unfreeze_the_right_layers_and_batch_norm_stays_frozen():
     bn = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     before = [layer.moving_mean.numpy() for layer in bn]
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  run_eagerly=True)  # two steps: tracing a graph would cost more than running them
     model.fit(F.make_dataset(x, np.arange(16) % 3, 8, training=True), epochs=1, verbose=0)
     assert all(np.array_equal(b, layer.moving_mean.numpy()) for b, layer in zip(before, bn))
 
@@ -73,7 +74,8 @@ def test_phases_unfreeze_the_right_layers_and_batch_norm_stays_frozen():
     F.set_phase(base, scratch, "scratch")  # random weights: batch norm must learn its statistics
     bn = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     before = [layer.moving_mean.numpy() for layer in bn]
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  run_eagerly=True)  # two steps: tracing a graph would cost more than running them
     model.fit(F.make_dataset(x, np.arange(16) % 3, 8, training=True), epochs=1, verbose=0)
     assert all(layer.trainable for layer in bn)
     assert not any(np.array_equal(b, layer.moving_mean.numpy()) for b, layer in zip(before, bn))
@@ -91,7 +93,7 @@ def test_training_accuracy_rises_above_chance(tiny_two_class):
     assert (F.predict_proba(model, images).argmax(1) == y).mean() > 0.75
 
 
-def test_run_save_and_predict(tiny_two_class, tmp_path):
+def test_run_save_and_predict(tiny_two_class, tmp_path, small_network):
     from fer_features import predict
     from fer_features.models import load_model
 
@@ -122,7 +124,7 @@ def test_run_save_and_predict(tiny_two_class, tmp_path):
     assert [line.split(",")[9] for line in p.stdout.splitlines()[1:]] == ["happy", "happy", "sad", "sad"]
 
 
-def test_same_seed_same_model(tiny_two_class):
+def test_same_seed_same_model(tiny_two_class, small_network):
     """Seeded shuffling, augmentation and initialisation: two runs give the same predictions."""
     from fer_features.augment import AugmentConfig
 

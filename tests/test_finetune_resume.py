@@ -16,27 +16,8 @@ TINY = dict(image_size=32, batch_size=8, augment=None, dropout=0.0, lr=1e-2, fin
 
 
 @pytest.fixture(autouse=True)
-def small_network(monkeypatch):
-    """A small backbone in place of efficientnet_lite0 (what is tested is the training loop, not the network):
-    the same structure, a nested base model of two stages with batch norm, so every phase has weights."""
-    import keras
-
-    from fer_features._layers import InputNormalization
-
-    def build_model(cfg, n_classes):
-        size = cfg.size
-        bi = keras.Input((size, size, 3))
-        h = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="c1")(bi)
-        h = keras.layers.BatchNormalization(name="bn1")(h)
-        h = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c2")(h)
-        base = keras.Model(bi, keras.layers.Conv2D(16, 3, padding="same", name="c3")(h), name="small")
-        inputs = keras.Input((size, size, 3), name="rgb_0_255")
-        x = base(InputNormalization("lite", name="preprocess_input")(inputs))
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        out = keras.layers.Dense(n_classes, activation="softmax", name="classes")(x)
-        return keras.Model(inputs, out, name=cfg.name()), base
-
-    monkeypatch.setattr(F, "build_model", build_model)
+def _small(small_network):
+    """Every test here trains the small network (conftest.small_network)."""
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +108,26 @@ def test_an_interrupted_phase_resumes_and_the_next_phase_follows(images, tmp_pat
          for k in ("model_file", "best_file", "end_file") if r.get(k)})  # superseded epochs deleted
 
 
+def test_head_epochs_sets_the_head_phase_only_and_a_resumed_run_extends_the_fine_phase(images, tmp_path):
+    """--head-epochs 1 --epochs 3 (full): one head epoch, then three fine ones; the same run asked for 4 fine
+    epochs keeps its head phase and trains one more fine epoch (head_epochs is not part of the checkpoint key)."""
+    x, y = images
+    ck = tmp_path / "ck"
+    cfg = F.FinetuneConfig(mode="full", epochs=3, head_epochs=1, val_fraction=0.25, **TINY)
+    _, h = F.train(cfg, x, y, 2, log=lambda m: None, checkpoint=ck, checkpoint_key="k")
+    assert [(p["phase"], p["epochs_run"]) for p in h["phases"]] == [("head", 1), ("full", 3)]
+    logs: list[str] = []
+    more = F.FinetuneConfig(mode="full", epochs=4, head_epochs=1, val_fraction=0.25, **TINY)
+    _, h = F.train(more, x, y, 2, log=logs.append, checkpoint=ck, checkpoint_key="k")
+    assert any("head phase: done in an earlier run (1 epochs)" in m for m in logs)
+    assert any("full phase: resuming at epoch 4 of 4" in m for m in logs)
+    assert [(p["phase"], p["epochs_run"]) for p in h["phases"]] == [("head", 1), ("full", 4)]
+    assert F.checkpoint_key(cfg, "d") == F.checkpoint_key(more, "d")
+    assert F.checkpoint_key(cfg, "d") != F.checkpoint_key(F.FinetuneConfig(mode="top", epochs=3, **TINY), "d")
+    with pytest.raises(ValueError, match="epochs"):
+        F.FinetuneConfig(mode="full", head_epochs=0, **TINY)
+
+
 def test_finished_folds_are_not_redone(data, tmp_path):
     cfg = F.FinetuneConfig(mode="head", epochs=1, val_fraction=0.0, **TINY)
     r1 = F.run(data, cfg, "kfold", folds=2, progress=False, log=lambda m: None, checkpoint_dir=tmp_path)
@@ -182,8 +183,11 @@ def test_official_protocol_validates_on_publictest_and_never_trains_on_it(tmp_pa
     assert meta["n_train"] == 16 and meta["validation_split"] == ["PublicTest"] and meta["dataset"] == "fer2013"
 
 
-def test_cli_passes_the_checkpoint_dir():
-    from fer_features.cli import build_parser
+def test_cli_passes_the_checkpoint_dir_and_head_epochs(monkeypatch):
+    from fer_features import cli
 
-    a = build_parser().parse_args(["finetune", "--data", "x", "--checkpoint-dir", "ck"])
-    assert a.checkpoint_dir == "ck"
+    seen = {}
+    monkeypatch.setattr(F, "save", lambda path, data, cfg, **kw: seen.update(cfg=cfg, **kw) or path)
+    assert cli.main(["finetune", "--data", "x", "--mode", "full", "--epochs", "5", "--head-epochs", "2",
+                     "--checkpoint-dir", "ck", "--save", "m.keras"]) == 0
+    assert seen["checkpoint_dir"] == "ck" and (seen["cfg"].epochs, seen["cfg"].head_epochs) == (5, 2)
