@@ -97,7 +97,7 @@ def random_transform(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
     if flip:
         out = out[:, ::-1]
     if gain != 1:
-        out = np.clip(out.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        out = np.clip(np.rint(out.astype(np.float32) * gain), 0, 255).astype(np.uint8)  # rounded, not floored
     return np.ascontiguousarray(out)
 
 

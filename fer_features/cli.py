@@ -12,10 +12,12 @@ EXIT_FAILED = 1  # the run started and stopped (e.g. --strict on an unreadable i
 
 
 class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Appends "(default: X)" to option help, except for None/False defaults (the help says what happens)."""
+    """Appends "(default: X)" to option help, except for None/False defaults (the help says what happens) and
+    a default the help already names in quotes (no "'default' (...) (default: default)")."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
+        named = isinstance(action.default, str) and f"'{action.default}'" in (action.help or "")
+        if action.default is None or action.default is False or named:
             return action.help or ""
         return super()._get_help_string(action)
 

@@ -42,6 +42,9 @@ def test_random_transform_is_deterministic_and_identity_at_zero():
     flipped = A.random_transform(img, np.random.default_rng(1),
                                  A.AugmentConfig(rotation=0, shift=0, zoom=0, flip=True))
     assert np.array_equal(flipped, img) or np.array_equal(flipped, img[:, ::-1])
+    faint = A.AugmentConfig(rotation=0, shift=0, zoom=0, flip=False, brightness=1e-6)  # gains 1 -+ 1e-6
+    for seed in range(4):  # rounded: a gain a hair under 1 does not darken every pixel by one level
+        assert np.array_equal(A.random_transform(img, np.random.default_rng(seed), faint), img)
 
 
 def test_fold_plan_copies_and_balance():

@@ -39,6 +39,17 @@ def test_help_explains_every_command():
         assert opt in p.stdout
 
 
+def test_help_does_not_repeat_a_default_it_names():
+    """--augment's help names 'default' (the seed papers' ranges): no "(default: default)" after it."""
+    from fer_features.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for cmd in ("classify", "compare", "finetune"):
+        text = " ".join(sub[cmd].format_help().split())
+        assert "(default: default)" not in text and "'default' (the seed papers'" in text
+    assert "(default: 10)" in " ".join(sub["finetune"].format_help().split())  # other defaults still shown
+
+
 def test_backbones_lists_the_registry():
     p = run_cli("backbones")
     assert p.returncode == 0
