@@ -211,6 +211,35 @@ def test_compare_on_cluster_equals_local_and_sends_the_data_once(cluster, tmp_pa
     assert all(len(ids) == 1 for ids in per_process.values()), per_process
 
 
+def test_optimizable_preset_on_cluster_equals_local_and_its_search_never_sees_test_subjects(cluster, tmp_path):
+    """A nested search is one task per outer fold: its subject ids travel with the scattered data, so the
+    inner folds are grouped as in a local run and the chosen parameters and predictions are the same."""
+    import json
+
+    X, y, g = _blobs()
+    w = CacheWriter(tmp_path / "b.h5", "k", X.shape[1], ["angry", "happy", "sad"],
+                    {"settings_json": json.dumps({"backbone": "test"})})
+    w.open()
+    n = len(y)
+    w.append(X, y, g, [""] * n, [f"i{i}.png" for i in range(n)], ["x"] * n, [-1] * n, n_processed=n)
+    cache = load_cache(w.finish())
+    search = {"budget": 3, "inner_folds": 3}
+    (local,), _ = ev.run(cache, ["optimizable_knn"], "group-kfold", folds=3, progress=False, search=search)
+    (remote,), _ = ev.run(cache, ["optimizable_knn"], "group-kfold", folds=3, progress=False, search=search,
+                          cluster=cluster)
+    assert remote["accuracy"] == local["accuracy"] and remote["predictions"]["pred"] == local["predictions"]["pred"]
+    lf, rf = local["search"]["folds"], remote["search"]["folds"]
+    assert [f["best_params"] for f in rf] == [f["best_params"] for f in lf] and len(rf) == 3
+    assert "group" in remote["search"]["inner_cv"].lower() or "subject" in remote["search"]["inner_cv"].lower()
+    pred, fold = np.array(remote["predictions"]["row"]), np.array(remote["predictions"]["fold"])
+    for k, f in enumerate(rf):  # inner splits (cache rows): none of the outer fold's test rows or subjects
+        test_rows = set(pred[fold == k].tolist())
+        test_subjects = set(g[pred[fold == k]])
+        for sp in f["inner_splits"]:
+            rows = sp["train"] + sp["validation"]
+            assert rows and not test_rows & set(rows) and not test_subjects & set(g[rows])
+
+
 def _where(*, X):
     return os.getpid(), id(X)
 
