@@ -358,10 +358,12 @@ def markdown(res: dict) -> str:
         for name, d in t["datasets"].items():
             opts = d.get("extract_options") or {}
             md += [f"### {name}: {d['rows'][0]['protocol_description']}", "",
-                   "Features: default = " + (", ".join(f"{k} {v}" for k, v in opts.get("default", {}).items())
-                                            or "the package defaults") + "; FER2013-tuned = the model's last layer, "
-                   "average pooled" + (", " + ", ".join(f"{k} {v}" for k, v in opts["tuned"].items())
-                                       if opts.get("tuned") else "") + f" ({d.get('seconds', 0) / 60:.0f} min).", "",
+                   "Features: default = the package's " + (", ".join(f"{k} {v}" for k, v in opts["default"].items())
+                                                          if opts.get("default") else "defaults")
+                   + "; FER2013-tuned = the model's last layer, average pooled, at its input size, with extract's "
+                   + (", ".join(f"{k} {v}" for k, v in opts["tuned"].items()) if opts.get("tuned") else "defaults")
+                   + "; caches " + ", ".join(f"`{c}`" for c in d["caches"].values())
+                   + f". Classifiers: {d.get('seconds', 0):.0f} s (extraction and merge not included).", "",
                    "| features | classifier | dim | accuracy % [95 % CI] | minus default, paired [95 % CI], p |",
                    "|---|---|---:|---:|---|"]
             for r in d["rows"]:
