@@ -2,8 +2,16 @@
 
     python bench/fer2013.py --part frozen   [--image-size 112] [--clf cubic_svm,...] [--cache-dir cache]
     python bench/fer2013.py --part finetune --mode head --image-size 48 [--epochs 30] [--patience 5] [--limit N]
-    python bench/fer2013.py --part transfer [--model cache/fer2013-models/fer2013_full_48.keras]
+    python bench/fer2013.py --part transfer [--model cache/fer2013-models/fer2013_full-96px-none.keras] [--sets jaffe]
     python bench/fer2013.py --part report   # rewrite the markdown from the JSON only
+
+The committed results were made with (in this order; each line resumes if stopped):
+
+    python bench/fer2013.py --part frozen --image-size 112
+    python bench/fer2013.py --part finetune --mode full --image-size 96 --head-epochs 2 --epochs 7 --patience 3
+    python bench/fer2013.py --part transfer
+    python bench/fer2013.py --part finetune --mode head --image-size 96 --epochs 2 --patience 3
+    python bench/fer2013.py --part finetune --mode top --image-size 96 --head-epochs 2 --epochs 2 --patience 3
 
 Each part adds its result to bench/results/fer2013.json (keyed by its settings) and rewrites
 bench/results/fer2013.md from the whole JSON. A part whose result is already there is skipped (``--force``
