@@ -309,10 +309,28 @@ def part_transfer(a, res: dict) -> None:
 
 
 # -- markdown ---------------------------------------------------------------------------------------------
+def _summary(res: dict) -> list[str]:
+    """The best PrivateTest accuracy of each path: frozen ImageNet features, fine-tuned network, and the
+    fine-tuned network's features reused frozen (alone or joined to the default ones)."""
+    frozen = [(r, f"{r['setup']}, {key}") for key, f in res.get("frozen", {}).items() for r in f["rows"]]
+    tuned = [(r, f"fine-tuned {key}") for key, f in res.get("finetune", {}).items() if not f.get("limit")
+             for r in [f["result"]]]
+    reused = [(r, f"{r['features_label']} features, {mid}") for mid, t in res.get("transfer", {}).items()
+              for r in t["datasets"].get("fer2013", {}).get("rows", []) if r["features_label"] != "default (ImageNet)"]
+    out = []
+    for label, rows in (("frozen ImageNet features", frozen), ("fine-tuned network", tuned),
+                        ("fine-tuned network reused as a frozen backbone", reused)):
+        if rows:
+            r, where = max(rows, key=lambda x: x[0]["accuracy"])
+            out.append(f"* best {label}: **{_ci(r)} %** ({r['classifier']}; {where})")
+    return (["## Summary (PrivateTest accuracy, 95 % CI)", "", *out, ""]) if out else []
+
+
 def markdown(res: dict) -> str:
     md = ["# FER2013 at full scale: frozen features, fine-tuning, and a FER2013-tuned network as a frozen backbone",
           "", "Made by `bench/fer2013.py` in parts (each section gives its command and run time; to resume or add a "
           "part, run its command again: finished parts are skipped, a stopped one resumes). " + NOTE_CORES + ".", ""]
+    md += _summary(res)
     for key, f in res.get("frozen", {}).items():
         d = f["duplicates"]
         md += [f"## Frozen features, {key} (official protocol: train Training, test PrivateTest; PublicTest unused)",
@@ -356,9 +374,10 @@ def markdown(res: dict) -> str:
                       f"| {_ci(r)} | {_pct(r['macro_f1'])} | {', '.join(p['phase'] + ' ' + str(p['epochs_run']) for p in ph)} | "
                       f"{_pct(ph[-1]['best_val_accuracy'])} | {f['train_seconds'] / 60:.0f} min | "
                       f"{f['ms_per_train_image_epoch']:.1f} | {f['ms_per_test_image']:.2f} | `{f['command']}` |")
-        cfgs = {json.dumps({k: v for k, v in f["config"].items() if k not in ("mode", "image_size")}, sort_keys=True)
+        cfgs = {json.dumps({k: v for k, v in f["config"].items()
+                            if k not in ("mode", "image_size", "epochs", "head_epochs", "patience")}, sort_keys=True)
                 for f in res["finetune"].values()}
-        md += ["", "Settings: " + "; ".join(sorted(cfgs)), f"Machine: {next(iter(res['finetune'].values()))['machine']}.",
+        md += ["", "Settings (besides mode, size, epochs and patience: see the commands): " + "; ".join(sorted(cfgs)), f"Machine: {next(iter(res['finetune'].values()))['machine']}.",
                "Training time counts every session of a resumed run (the sum of its epochs).", ""]
     for mid, t in res.get("transfer", {}).items():
         md += [f"## A FER2013-tuned network as a frozen backbone: `{mid}`", "",
