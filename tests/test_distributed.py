@@ -186,7 +186,8 @@ def _blobs(n_subjects=8, per=9, dim=24, seed=0):
     return np.array(X, np.float32), np.array(y), np.array(g, dtype=object)
 
 
-def test_compare_on_cluster_equals_local_and_sends_the_data_once(cluster, tmp_path):
+def _blob_cache(tmp_path):
+    """A feature cache of ``_blobs()`` (3 classes, 8 subjects), and the blobs."""
     import json
 
     X, y, g = _blobs()
@@ -195,7 +196,11 @@ def test_compare_on_cluster_equals_local_and_sends_the_data_once(cluster, tmp_pa
     w.open()
     n = len(y)
     w.append(X, y, g, [""] * n, [f"i{i}.png" for i in range(n)], ["x"] * n, [-1] * n, n_processed=n)
-    cache = load_cache(w.finish())
+    return load_cache(w.finish()), (X, y, g)
+
+
+def test_compare_on_cluster_equals_local_and_sends_the_data_once(cluster, tmp_path):
+    cache, (X, y, g) = _blob_cache(tmp_path)
     names = ["lda", "linear_svm", "fine_knn", "logreg"]
     local, _ = ev.run(cache, names, "group-kfold", folds=4, progress=False)
     remote, _ = ev.run(cache, names, "group-kfold", folds=4, progress=False, cluster=cluster)
@@ -214,15 +219,7 @@ def test_compare_on_cluster_equals_local_and_sends_the_data_once(cluster, tmp_pa
 def test_optimizable_preset_on_cluster_equals_local_and_its_search_never_sees_test_subjects(cluster, tmp_path):
     """A nested search is one task per outer fold: its subject ids travel with the scattered data, so the
     inner folds are grouped as in a local run and the chosen parameters and predictions are the same."""
-    import json
-
-    X, y, g = _blobs()
-    w = CacheWriter(tmp_path / "b.h5", "k", X.shape[1], ["angry", "happy", "sad"],
-                    {"settings_json": json.dumps({"backbone": "test"})})
-    w.open()
-    n = len(y)
-    w.append(X, y, g, [""] * n, [f"i{i}.png" for i in range(n)], ["x"] * n, [-1] * n, n_processed=n)
-    cache = load_cache(w.finish())
+    cache, (X, y, g) = _blob_cache(tmp_path)
     search = {"budget": 3, "inner_folds": 3}
     (local,), _ = ev.run(cache, ["optimizable_knn"], "group-kfold", folds=3, progress=False, search=search)
     (remote,), _ = ev.run(cache, ["optimizable_knn"], "group-kfold", folds=3, progress=False, search=search,
