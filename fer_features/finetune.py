@@ -263,9 +263,9 @@ def train(cfg: FinetuneConfig, images: np.ndarray, y: np.ndarray, n_classes: int
     train_ds = make_dataset(images[tr], y[tr], cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed)
     val_ds = make_dataset(val_x, val_y, cfg.batch_size) if len(val_y) else None
     model, base = build_model(cfg, n_classes)
-    phases = [("scratch", cfg.lr, cfg.epochs)] if cfg.mode == "scratch" else [("head", cfg.lr, cfg.epochs)]
-    if cfg.mode in ("top", "full"):
-        phases = [("head", cfg.lr, cfg.head_epochs or cfg.epochs), (cfg.mode, cfg.fine_lr, cfg.epochs)]
+    fine = cfg.mode in ("top", "full")  # (phase, learning rate, epochs): the first phase, then the fine one
+    phases = [("scratch" if cfg.mode == "scratch" else "head", cfg.lr, (cfg.head_epochs or cfg.epochs) if fine
+               else cfg.epochs)] + ([(cfg.mode, cfg.fine_lr, cfg.epochs)] if fine else [])
     store = TrainingStore(checkpoint, checkpoint_key)
     state = store.load()
     history: dict[str, Any] = {"n_train": int(len(tr)), "n_val": int(len(val_y)), "phases": [],
