@@ -119,8 +119,29 @@ def _clf_file(folder: Path, cache: Path, clf: str) -> Path:
     return folder / f"{cache.stem}__{clf}.json.gz"
 
 
-def part_frozen(a, res: dict) -> None:
+def kept_results(cache, path: Path, clfs: list[str], protocol: str, folder: Path, *, folds: int = 10,
+                 label: str = "") -> list[dict]:
+    """``evaluation.run`` of ``clfs`` on ``cache``, each result (with its per-image predictions) kept in
+    ``folder`` as it ends and read back on a re-run, so a stopped part resumes after its last classifier."""
     from fer_features import evaluation as ev
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def keep(r):
+        f = _clf_file(folder, path, r["classifier"])
+        tmp = f.with_suffix(".tmp")
+        tmp.write_bytes(gzip.compress(json.dumps(r).encode()))
+        tmp.replace(f)
+        print(f"{label}: {r['classifier']} {100 * r['accuracy']:.1f} % (fit {r['fit_seconds']:.0f} s)",
+              file=sys.stderr)
+
+    todo = [c for c in clfs if not _clf_file(folder, path, c).exists()]
+    if todo:
+        ev.run(cache, todo, protocol, folds=folds, seed=0, progress=False, on_result=keep)
+    return [json.loads(gzip.decompress(_clf_file(folder, path, c).read_bytes())) for c in clfs]
+
+
+def part_frozen(a, res: dict) -> None:
     from fer_features.cache import load_cache
     from fer_features.datasets import load_dataset
     from fer_features.duplicates import accuracy_without, find_duplicates
@@ -145,18 +166,7 @@ def part_frozen(a, res: dict) -> None:
     for label, opts in frozen_setups(a.image_size):
         path = extract_dataset(ds, cache_dir=a.cache_dir, **opts)
         cache = load_cache(path)
-        todo = [c for c in clfs if not _clf_file(folder, path, c).exists()]
-        if todo:
-            def keep(r, path=path):  # as each classifier ends: a re-run skips it
-                f = _clf_file(folder, path, r["classifier"])
-                tmp = f.with_suffix(".tmp")
-                tmp.write_bytes(gzip.compress(json.dumps(r).encode()))
-                tmp.replace(f)
-                print(f"{label}: {r['classifier']} {100 * r['accuracy']:.1f} % (fit {r['fit_seconds']:.0f} s)",
-                      file=sys.stderr)
-
-            ev.run(cache, todo, "official", seed=0, on_result=keep)
-        results = [json.loads(gzip.decompress(_clf_file(folder, path, c).read_bytes())) for c in clfs]
+        results = kept_results(cache, path, clfs, "official", folder, label=label)
         for r in results:
             r["setup"] = label
             r["without_train_copies"] = accuracy_without(r, dup.test_with_train_copy)
@@ -255,8 +265,8 @@ def _best_model(res: dict) -> str | None:
 
 
 def part_transfer(a, res: dict) -> None:
-    from fer_features import evaluation as ev
     from fer_features.cache import load_cache
+    from fer_features.duplicates import accuracy_without
     from fer_features.extract import extract_dataset
     from fer_features.merge import merge_caches
     from fer_features.stats import paired_test
@@ -286,13 +296,22 @@ def part_transfer(a, res: dict) -> None:
         feats = {"default (ImageNet)": default, "FER2013-tuned": tuned, "default + FER2013-tuned": merged}
         rows, by = [], {}
         t = time.perf_counter()
+        # official = the frozen part's protocol and folder: its results on the same cache are reused
+        folder = Path(a.cache_dir) / "bench-fer2013" / ("frozen" if protocol == "official" else protocol)
+        copies = None
+        if protocol == "official":  # PrivateTest images with a pixel-identical copy in Training
+            from fer_features.datasets import load_dataset
+            from fer_features.duplicates import find_duplicates
+
+            copies = find_duplicates(load_dataset(data), progress=False).test_with_train_copy
         for label, path in feats.items():
             cache = load_cache(path)
-            results, _ = ev.run(cache, clfs, protocol, folds=folds, seed=0, progress=False)
-            for r in results:
+            for r in kept_results(cache, Path(path), clfs, protocol, folder, folds=folds,
+                                  label=f"transfer {name}, {label}"):
                 by[(label, r["classifier"])] = r
                 rows.append({**summary(r), "features_label": label, "dim": int(cache.features.shape[1])})
-                print(f"transfer {name}: {label} {r['classifier']} {100 * r['accuracy']:.1f} %", file=sys.stderr)
+                if copies is not None:
+                    rows[-1]["without_train_copies"] = accuracy_without(r, copies)
         for row in rows:
             if row["features_label"] != "default (ImageNet)":
                 test = paired_test(by[(row["features_label"], row["classifier"])],
@@ -391,11 +410,13 @@ def markdown(res: dict) -> str:
                    + (", ".join(f"{k} {v}" for k, v in opts["tuned"].items()) if opts.get("tuned") else "defaults")
                    + "; caches " + ", ".join(f"`{c}`" for c in d["caches"].values())
                    + f". Classifiers: {d.get('seconds', 0):.0f} s (extraction and merge not included).", "",
-                   "| features | classifier | dim | accuracy % [95 % CI] | minus default, paired [95 % CI], p |",
-                   "|---|---|---:|---:|---|"]
+                   "| features | classifier | dim | accuracy % [95 % CI] | minus default, paired [95 % CI], p | "
+                   "without test images copied in training % [95 % CI] |",
+                   "|---|---|---:|---:|---|---:|"]
             for r in d["rows"]:
+                w = r.get("without_train_copies")
                 md.append(f"| {r['features_label']} | {r['classifier']} | {r['dim']} | {_ci(r)} | "
-                          f"{_test_line(r.get('vs_default'))} |")
+                          f"{_test_line(r.get('vs_default'))} | {_ci(w) if w else '-'} |")
             md.append("")
         md += ["Paired tests on the same folds and test images: cluster bootstrap over subjects where subjects are "
                "known (JAFFE, CK+48), exact McNemar on FER2013's one split.", ""]
