@@ -10,14 +10,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "FeatureExtractor": ("extract", "FeatureExtractor"),
-    "extract_dataset": ("extract", "extract_dataset"),
-    "load_cache": ("cache", "load_cache"),
-    "FeatureCache": ("cache", "FeatureCache"),
-    "load_dataset": ("datasets", "load_dataset"),
-    "create_backbone": ("backbones", "create"),
-    "list_backbones": ("backbones", "list_backbones"),
-    "predict": ("inference", "predict"),
+    "FeatureExtractor": ("features.extract", "FeatureExtractor"),
+    "extract_dataset": ("features.extract", "extract_dataset"),
+    "load_cache": ("features.cache", "load_cache"),
+    "FeatureCache": ("features.cache", "FeatureCache"),
+    "load_dataset": ("data.datasets", "load_dataset"),
+    "create_backbone": ("backbones.registry", "create"),
+    "list_backbones": ("backbones.registry", "list_backbones"),
+    "predict": ("apply.predict", "predict"),
 }
 
 

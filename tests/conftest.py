@@ -59,8 +59,8 @@ def small_network(monkeypatch):
     the same structure, a nested base model of two stages with batch norm, so every phase has weights."""
     import keras
 
-    from fer_features import finetune as F
-    from fer_features._layers import InputNormalization
+    from fer_features.finetune import train as F
+    from fer_features.backbones.layers import InputNormalization
 
     def build_model(cfg, n_classes):
         size = cfg.size

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_features import augment as A
-from fer_features import evaluation as ev
-from fer_features.cache import load_cache
+from fer_features.features import augment as A
+from fer_features.evaluation import run as ev
+from fer_features.features.cache import load_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_fold_plan_copies_and_balance():
 def jaffe_hog(tmp_path_factory):
     """Real JAFFE through the real extraction path, with the fast classical HOG descriptor at 48 px."""
     from conftest import shared
-    from fer_features.extract import extract_dataset
+    from fer_features.features.extract import extract_dataset
 
     d = tmp_path_factory.mktemp("aug")
     return load_cache(extract_dataset(shared("jaffe"), cache_dir=d, backbone="hog", image_size=48, progress=False))
@@ -74,9 +74,9 @@ def test_no_augmented_copy_of_a_test_image_is_in_its_training_fold(jaffe_hog):
     """Content-level proof on real data: regenerate every copy of each fold's test images with the real
     pipeline, and check that none of those feature rows is among the fold's training rows, although the
     copies exist in the augmentation cache (other folds train on them)."""
-    from fer_features.extract import FeatureExtractor
-    from fer_features.models import extraction_settings
-    from fer_features.datasets import load_dataset
+    from fer_features.features.extract import FeatureExtractor
+    from fer_features.apply.models import extraction_settings
+    from fer_features.data.datasets import load_dataset
 
     cache = jaffe_hog
     cfg = A.AugmentConfig(seed=5)
@@ -121,7 +121,7 @@ def test_augmented_features_are_cached_and_leaky_protocol_is_labelled(jaffe_hog)
     assert r["leaky"] and r["protocol"] == "augment-then-split"
     assert r["augmentation"]["test_rows_with_source_in_train"] > 0.9  # almost every test row has kin in training
     assert any("LEAKY" in n for n in notes)
-    from fer_features.reports import protocol_header
+    from fer_features.reporting.tables import protocol_header
 
     assert "LEAKY" in protocol_header(results) and "augmentation:" in protocol_header(results)
     honest, _ = ev.run(cache, ["linear_svm"], "loso", copies=1, progress=False)

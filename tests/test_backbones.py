@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_features import backbones as bb
+from fer_features.backbones import registry as bb
 
 
 @pytest.mark.parametrize("name", list(bb.REGISTRY))
@@ -67,7 +67,7 @@ def test_lite0_features_match_top_model_trunk():
 def test_input_normalization_matches_keras_preprocess_input(mode):
     from keras.applications.imagenet_utils import preprocess_input
 
-    from fer_features._layers import InputNormalization
+    from fer_features.backbones.layers import InputNormalization
 
     x = np.random.default_rng(2).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     ours = np.asarray(InputNormalization(mode)(x))
@@ -76,7 +76,7 @@ def test_input_normalization_matches_keras_preprocess_input(mode):
 
 
 def test_grid_pooling_matches_numpy_adaptive_average():
-    from fer_features._layers import SpatialPooling
+    from fer_features.backbones.layers import SpatialPooling
 
     x = np.random.default_rng(3).normal(size=(2, 7, 7, 4)).astype(np.float32)
     out = np.asarray(SpatialPooling("grid", 2)(x))
@@ -185,7 +185,7 @@ def test_keras_weights_from_a_local_file(tmp_path):
 def test_legacy_torch_reader_rejects_foreign_files(tmp_path):
     import pickle
 
-    from fer_features._torch_legacy import load_legacy_state_dict
+    from fer_features.backbones._torch_legacy import load_legacy_state_dict
 
     bad = tmp_path / "x.pth"
     bad.write_bytes(pickle.dumps(12345))
@@ -201,7 +201,7 @@ def test_legacy_torch_reader_rejects_foreign_files(tmp_path):
 def test_classical_grey_is_exact_for_grey_rgb_pixels():
     """A grey image given as RGB (R=G=B, all 256 levels) converts to exactly its grey values, so the
     classical descriptors do not depend on how a numpy build rounds a float32 dot product."""
-    from fer_features.classical import _grey
+    from fer_features.backbones.classical import _grey
 
     levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     g = _grey(np.dstack([levels] * 3))
@@ -211,7 +211,7 @@ def test_classical_grey_is_exact_for_grey_rgb_pixels():
 
 def test_lite0_map_sizes_known_without_building_match_the_built_model():
     """``_efficientnet_lite.feature_maps`` (no Keras) lists the same layers and shapes as the built network."""
-    from fer_features import _efficientnet_lite as lite
+    from fer_features.backbones import _efficientnet_lite as lite
 
     for size in (48, 67, 224):
         built = bb._feature_maps(bb._base(bb.get_config("efficientnet_lite0"), False, "random", size).layers)
@@ -221,7 +221,7 @@ def test_lite0_map_sizes_known_without_building_match_the_built_model():
 def test_default_grid_finer_than_the_map_is_reduced_and_recorded():
     """At 48 px block4c_add is a 3x3 map: the default grid7 becomes grid3 (said in a warning), in the model and
     in the settings the cache key and file name come from; an explicit --pooling grid3 is the same cache."""
-    from fer_features.extract import FeatureExtractor
+    from fer_features.features.extract import FeatureExtractor
 
     with pytest.warns(UserWarning, match="block4c_add.*3x3.*grid7.*grid3"):
         s = FeatureExtractor(image_size=48).settings()
@@ -237,7 +237,7 @@ def test_default_grid_finer_than_the_map_is_reduced_and_recorded():
 
 
 def test_explicit_grid_finer_than_the_map_is_an_error():
-    from fer_features.extract import FeatureExtractor
+    from fer_features.features.extract import FeatureExtractor
 
     with pytest.raises(bb.BackboneError, match="block4c_add.*3x3.*grid7.*grid3"):
         FeatureExtractor(image_size=48, pooling="grid7").settings()

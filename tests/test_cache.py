@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_features.cache import CacheError, CacheWriter, cache_filename, cache_key, is_complete, load_cache
+from fer_features.errors import CacheError
+from fer_features.features.cache import CacheWriter, cache_filename, cache_key, is_complete, load_cache
 
 
 def _chunk(writer, start, n, dim=4, skipped=()):

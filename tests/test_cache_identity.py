@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import make_folder_dataset
-from fer_features import augment as A
-from fer_features import evaluation as ev
-from fer_features.cache import load_cache
-from fer_features.extract import extract_dataset
+from fer_features.features import augment as A
+from fer_features.evaluation import run as ev
+from fer_features.features.cache import load_cache
+from fer_features.features.extract import extract_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 HOG = dict(backbone="hog", image_size=48, face_crop="none", flip_average=False, progress=False)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_features import classifiers as C
-from fer_features import evaluation as ev
-from fer_features.cache import CacheWriter, load_cache
+from fer_features.classify import presets as C
+from fer_features.evaluation import run as ev
+from fer_features.features.cache import CacheWriter, load_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "happy", "sad"]
@@ -96,7 +96,7 @@ def test_mlp_presets_fit_with_one_blas_thread(monkeypatch, tmp_path):
     assert clone(mlp).get_params() == mlp.get_params()  # a plain scikit-learn estimator
     pipe.fit(X, y)
     assert seen and all(n == 1 for n in seen[0])
-    from fer_features.models import load_model, save_model
+    from fer_features.apply.models import load_model, save_model
 
     path = save_model(tmp_path / "m.skops", pipe, LABELS, {}, {})  # the subclass is a trusted, loadable type
     assert (load_model(path)["pipeline"].predict(X) == pipe.predict(X)).all()
@@ -166,7 +166,7 @@ def run_cli(*args):
 
 def test_cli_classify_json_compare_report_and_predict(tmp_path, jaffe_dir):
     """On JAFFE: LOSO classify with JSON, compare with a report folder, save + predict on real images."""
-    from fer_features.extract import extract_dataset
+    from fer_features.features.extract import extract_dataset
 
     cache = extract_dataset(jaffe_dir, cache_dir=tmp_path / "cache", image_size=96, progress=False)
     p = run_cli("classify", "--cache", cache, "--clf", "cubic_svm", "--protocol", "loso", "--json",
@@ -269,7 +269,7 @@ def test_fused_mlp_loss_and_gradient_equal_scikit_learns(dtype, hidden, alpha, d
     """The one-pass, cache-blocked loss/gradient (default engine) is scikit-learn's _backprop up to rounding."""
     from sklearn.neural_network import MLPClassifier
 
-    from fer_features import _fused_mlp as F
+    from fer_features.classify import _fused_mlp as F
 
     rng = np.random.default_rng(1)
     X = rng.standard_normal((301, dim)).astype(dtype)  # 301 rows: the last block is shorter than the others
@@ -287,7 +287,7 @@ def test_fused_mlp_loss_and_gradient_equal_scikit_learns(dtype, hidden, alpha, d
 
 
 def test_default_engine_fuses_thin_nets_only_and_matches_stock(monkeypatch):
-    from fer_features import _fused_mlp as F
+    from fer_features.classify import _fused_mlp as F
 
     assert [C.engine_used(n, "sklearnex") for n in ("narrow_nn", "bilayered_nn", "trilayered_nn")] == ["numba"] * 3
     assert C.engine_used("wide_nn", "sklearnex") == C.engine_used("narrow_nn", "sklearn") == "sklearn"
@@ -327,7 +327,7 @@ def test_recorded_engine_is_what_the_folds_ran():
 
 def test_fused_kernel_compiles_once_per_dtype_for_every_depth():
     """The weights cross into numba packed flat, so 1-, 2- and 3-layer nets share one compiled kernel per dtype."""
-    from fer_features import _fused_mlp as F
+    from fer_features.classify import _fused_mlp as F
 
     X, y, _ = blobs()
     for name in ("narrow_nn", "bilayered_nn", "trilayered_nn"):
@@ -336,7 +336,7 @@ def test_fused_kernel_compiles_once_per_dtype_for_every_depth():
 
 
 def test_fused_blocks_shrink_with_wider_features():
-    from fer_features._fused_mlp import chunk_rows
+    from fer_features.classify._fused_mlp import chunk_rows
 
     assert [chunk_rows(d, 4) for d in (64, 1280, 2048, 3920, 5880, 100_000)] == [64, 64, 40, 24, 16, 8]
     assert chunk_rows(1280, 8) == 32

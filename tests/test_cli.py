@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_features import backbones as bb
-from fer_features.cache import load_cache
+from fer_features.backbones import registry as bb
+from fer_features.features.cache import load_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_help_explains_every_command():
 
 def test_help_does_not_repeat_a_default_it_names():
     """--augment's help names 'default' (the seed papers' ranges): no "(default: default)" after it."""
-    from fer_features.cli import build_parser
+    from fer_features.cli.app import build_parser
 
     sub = build_parser()._subparsers._group_actions[0].choices
     for cmd in ("classify", "compare", "finetune"):
@@ -132,8 +132,8 @@ def test_ckplus_end_to_end(ckplus_dir, tmp_path):
 def test_fer2013_subset_keeps_the_three_splits(fer_csv, tmp_path):
     """FER2013 end to end through the Python API on a stratified slice of the CSV (the full run is in
     the closing note / bench): labels from the emotion codes, Usage as the split."""
-    from fer_features.datasets import load_dataset
-    from fer_features.extract import extract_dataset
+    from fer_features.data.datasets import load_dataset
+    from fer_features.features.extract import extract_dataset
 
     t = time.perf_counter()
     ds = load_dataset(fer_csv)

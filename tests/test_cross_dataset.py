@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from fer_features import evaluation as ev
-from fer_features.cache import CacheWriter, load_cache
-from fer_features.cli import main
-from fer_features.reports import protocol_header
+from fer_features.evaluation import run as ev
+from fer_features.features.cache import CacheWriter, load_cache
+from fer_features.cli.app import main
+from fer_features.reporting.tables import protocol_header
 
 SETTINGS = {"backbone": "hog", "weights": "none", "image_size": 64, "pooling": "avg", "layer": None,
             "input_preprocessing": "none", "preprocess": "none", "face_crop": "haar", "face_margin": 0.0,

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_features import device
-from fer_features import extract as E
+from fer_features.backbones import device
+from fer_features.features import extract as E
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def test_random_weights_are_keyed_by_backend_trained_weights_are_not(monkeypatch
 @pytest.mark.slow
 def test_lite0_imagenet_build_leaves_no_kernel_at_its_zero_initial_value():
     """efficientnet_lite0 is built with zero kernels when the ImageNet file overwrites them all (fast on JAX)."""
-    from fer_features import backbones as bb
+    from fer_features.backbones import registry as bb
 
     model = bb._base(bb.get_config("efficientnet_lite0"), True, "imagenet", 224)
     kernels = [(layer.name, w) for layer in model.layers for w in layer.weights if "kernel" in w.path]

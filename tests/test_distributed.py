@@ -14,12 +14,14 @@ import pytest
 pytest.importorskip("distributed")
 
 from conftest import make_folder_dataset
-from fer_features import evaluation as ev
-from fer_features.cache import CacheWriter, load_cache
-from fer_features.cli import main
-from fer_features.cluster import Cluster, ClusterError, parse_address
-from fer_features.distributed_extract import on_cluster
-from fer_features.extract import ExtractionError, FeatureExtractor, extract_dataset
+from fer_features.evaluation import run as ev
+from fer_features.features.cache import CacheWriter, load_cache
+from fer_features.cli.app import main
+from fer_features.distributed.cluster import Cluster, parse_address
+from fer_features.errors import ClusterError
+from fer_features.distributed.extract import on_cluster
+from fer_features.errors import ExtractionError
+from fer_features.features.extract import FeatureExtractor, extract_dataset
 
 CNN = dict(image_size=48, face_crop="none", flip_average=False, batch_size=4, progress=False)
 CNN_ARGS = ["--image-size", "48", "--face-crop", "none", "--no-flip-average", "--batch-size", "4", "--no-progress"]
@@ -242,7 +244,7 @@ def _where(*, X):
 
 
 def test_auto_shard_size():
-    from fer_features.cluster import DEFAULT_SHARD_SIZE, auto_shard_size
+    from fer_features.distributed.cluster import DEFAULT_SHARD_SIZE, auto_shard_size
 
     assert auto_shard_size(1_000_000, 64) == DEFAULT_SHARD_SIZE
     assert auto_shard_size(400, 2) == 64  # at least 4 shards per worker, whole batches of 32

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import make_folder_dataset
-from fer_features.cli import main
-from fer_features.datasets import load_dataset
-from fer_features.duplicates import accuracy_without, find_duplicates, pixel_hash
+from fer_features.cli.app import main
+from fer_features.data.datasets import load_dataset
+from fer_features.data.duplicates import accuracy_without, find_duplicates, pixel_hash
 
 
 def test_pixel_hash_is_about_pixels_not_files():

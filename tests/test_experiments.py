@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_features.experiments import run_experiment
+from fer_features.reporting.experiments import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def _subset_root(root: Path, out: Path) -> Path:
 
 
 def test_seed_resnet_svm_and_linear_baseline_scaled_down(data_root, tmp_path, monkeypatch):
-    from fer_features.experiments import seed_resnet_svm
+    from fer_features.reporting.experiments import seed_resnet_svm
 
     monkeypatch.setenv("FER_FEATURES_CACHE", str(tmp_path / "cache"))
     md, payload = seed_resnet_svm(data_root, ["hog"], ["lda", "linear_svm"], lambda m: None, n_images=90,
@@ -76,7 +76,8 @@ def test_seed_resnet_svm_and_linear_baseline_scaled_down(data_root, tmp_path, mo
 def test_experiment_writes_to_the_users_folder_by_default(tmp_path, monkeypatch):
     """Without --out, ``experiment`` writes ./fer_results/NAME.md, never the committed bench/results; the
     recorded command says where it wrote."""
-    from fer_features import cli, experiments
+    from fer_features.cli import app as cli
+    from fer_features.reporting import experiments
 
     monkeypatch.setitem(experiments.EXPERIMENTS, "seed-jaffe",
                         (lambda root, backbones, clfs, log, **kw: (["body"], {}), "fake", ["lda"]))

@@ -10,9 +10,10 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from fer_features import backbones as bb
-from fer_features.cache import load_cache
-from fer_features.extract import ExtractionError, FeatureExtractor, extract_dataset
+from fer_features.backbones import registry as bb
+from fer_features.features.cache import load_cache
+from fer_features.errors import ExtractionError
+from fer_features.features.extract import FeatureExtractor, extract_dataset
 
 SMALL = dict(image_size=48, progress=False)
 

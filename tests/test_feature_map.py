@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fer_features import feature_map as fm
-from fer_features.cache import CacheWriter, load_cache
+from fer_features.reporting import feature_map as fm
+from fer_features.features.cache import CacheWriter, load_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_folder_dataset
-from fer_features import finetune as F
+from fer_features.finetune import train as F
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, epochs=8, batch_size=8, augment=None, val_fraction=0.0, dropout=0.0, lr=1e-2, fine_lr=1e-4,
@@ -32,8 +32,8 @@ def test_config_checks():
 
 def test_crop_defaults_and_align_are_extracts():
     """finetune prepares images as extract does unless told otherwise: same face crop, margin and --align."""
-    from fer_features.cli import build_parser
-    from fer_features.extract import FeatureExtractor
+    from fer_features.cli.app import build_parser
+    from fer_features.features.extract import FeatureExtractor
 
     fx, cfg = FeatureExtractor(), F.FinetuneConfig()
     assert (cfg.face_crop, cfg.face_margin, cfg.align) == (fx.face_crop, fx.face_margin, fx.align)
@@ -95,7 +95,7 @@ def test_training_accuracy_rises_above_chance(tiny_two_class):
 
 def test_run_save_and_predict(tiny_two_class, tmp_path, small_network):
     from fer_features import predict
-    from fer_features.models import load_model
+    from fer_features.apply.models import load_model
 
     r = F.run(tiny_two_class, F.FinetuneConfig(mode="head", **TINY), "kfold", folds=2, progress=False,
               log=lambda m: None)
@@ -126,7 +126,7 @@ def test_run_save_and_predict(tiny_two_class, tmp_path, small_network):
 
 def test_same_seed_same_model(tiny_two_class, small_network):
     """Seeded shuffling, augmentation and initialisation: two runs give the same predictions."""
-    from fer_features.augment import AugmentConfig
+    from fer_features.features.augment import AugmentConfig
 
     cfg = F.FinetuneConfig(mode="top", **{**TINY, "epochs": 2, "augment": AugmentConfig()})
     ds, images = F.load_images(tiny_two_class, cfg, progress=False)
@@ -140,7 +140,7 @@ def test_subject_pattern_reaches_finetune(tiny_two_class):
     ds, _ = F.load_images(tiny_two_class, F.FinetuneConfig(**TINY), progress=False,
                           subject_pattern=r"^img(?P<subject>\d)")
     assert ds.subjects == [str(i) for i in range(10)]  # img0..img11: the first digit
-    from fer_features.cli import build_parser
+    from fer_features.cli.app import build_parser
 
     a = build_parser().parse_args(["finetune", "--data", str(tiny_two_class), "--subject-pattern", "^img(\\d)"])
     assert a.subject_pattern == "^img(\\d)"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_folder_dataset
-from fer_features import finetune as F
+from fer_features.finetune import train as F
 
 TINY = dict(image_size=32, batch_size=8, augment=None, dropout=0.0, lr=1e-2, fine_lr=1e-4, face_crop="none",
             patience=10)
@@ -54,7 +54,7 @@ def test_more_epochs_resume_after_the_last_one(images, tmp_path):
     assert p["loss"][:2] == h2["phases"][0]["loss"]  # the first run's epochs, kept
     import keras
 
-    from fer_features._layers import custom_objects
+    from fer_features.backbones.layers import custom_objects
 
     steps = int(np.ceil(int(0.75 * len(y)) / 8))
     last = json.loads((ck / "state.json").read_text())["phases"][0]["model_file"]
@@ -184,7 +184,7 @@ def test_official_protocol_validates_on_publictest_and_never_trains_on_it(tmp_pa
 
 
 def test_cli_passes_the_checkpoint_dir_and_head_epochs(monkeypatch):
-    from fer_features import cli
+    from fer_features.cli import app as cli
 
     seen = {}
     monkeypatch.setattr(F, "save", lambda path, data, cfg, **kw: seen.update(cfg=cfg, **kw) or path)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import make_folder_dataset
-from fer_features import evaluation as ev
-from fer_features.cache import CacheWriter, load_cache
-from fer_features.datasets import DatasetError
+from fer_features.evaluation import run as ev
+from fer_features.features.cache import CacheWriter, load_cache
+from fer_features.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def write_cache(path, y, labels=("angry", "happy", "sad"), subjects=None):
 # -- one class, one image per class ----------------------------------------------------------------------
 
 def test_one_class_dataset_is_refused_before_any_model(tmp_path, monkeypatch):
-    from fer_features import extract
+    from fer_features.features import extract
 
     data = make_folder_dataset(tmp_path / "data", classes=("happy",))
     monkeypatch.setattr(extract.FeatureExtractor, "fit", lambda self: pytest.fail("model built"))
@@ -104,7 +104,8 @@ def test_more_folds_than_subjects_warns():
 
 
 def test_pca_zero_or_negative_is_an_error(tmp_path):
-    from fer_features.classifiers import ClassifierError, make_classifier
+    from fer_features.errors import ClassifierError
+    from fer_features.classify.presets import make_classifier
 
     for bad in (0, -1, 0.0):
         with pytest.raises(ClassifierError, match="pca"):
@@ -119,7 +120,7 @@ def test_pca_zero_or_negative_is_an_error(tmp_path):
 def _subparsers():
     import argparse
 
-    from fer_features.cli import build_parser
+    from fer_features.cli.app import build_parser
 
     top = build_parser()
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
@@ -127,7 +128,7 @@ def _subparsers():
 
 
 def test_every_option_has_one_help_text_and_one_default():
-    from fer_features.cli import _Fmt
+    from fer_features.cli.app import _Fmt
 
     for cmd, parser in _subparsers():
         fmt = _Fmt(f"python -m fer_features {cmd}")

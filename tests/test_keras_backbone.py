@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import make_folder_dataset
-from fer_features import backbones as bb
-from fer_features.cache import CacheError, load_cache
-from fer_features.cli import main
-from fer_features.extract import FeatureExtractor, dataset_cache_path, extract_dataset
+from fer_features.backbones import registry as bb
+from fer_features.errors import CacheError
+from fer_features.features.cache import load_cache
+from fer_features.cli.app import main
+from fer_features.features.extract import FeatureExtractor, dataset_cache_path, extract_dataset
 
 TINY = dict(image_size=32, epochs=1, batch_size=8, augment=None, val_fraction=0.0, dropout=0.0, face_crop="none")
 
@@ -18,7 +19,7 @@ TINY = dict(image_size=32, epochs=1, batch_size=8, augment=None, val_fraction=0.
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """(dataset folder, a finetune-saved .keras model of it: efficientnet_lite0 head, 32 px)."""
-    from fer_features import finetune as F
+    from fer_features.finetune import train as F
 
     root = tmp_path_factory.mktemp("kb")
     data = make_folder_dataset(root / "data", per_class=6, size=32)
@@ -43,7 +44,7 @@ def test_config_from_the_file(saved):
 def test_last_layer_is_what_the_head_was_trained_on(saved):
     import keras
 
-    from fer_features.keras_backbone import load
+    from fer_features.backbones.keras_file import load
 
     _, model = saved
     fx = FeatureExtractor(backbone=str(model), face_crop="none", flip_average=False).fit()
@@ -71,7 +72,7 @@ def test_cache_key_is_the_files_content(saved, tmp_path):
     """A copy elsewhere (another name too) is a cache hit; one changed weight is another cache."""
     import keras
 
-    from fer_features.keras_backbone import load
+    from fer_features.backbones.keras_file import load
 
     data, model = saved
     cache = tmp_path / "cache"
@@ -98,7 +99,7 @@ def test_cache_key_is_the_files_content(saved, tmp_path):
     m.save(changed)
     w[0][0, 0] -= 1.0  # restored: the loaded model object is shared with the other tests
     layer.set_weights(w)
-    from fer_features.datasets import load_dataset
+    from fer_features.data.datasets import load_dataset
 
     ds = load_dataset(data)
     key = lambda p: dataset_cache_path(ds, FeatureExtractor(backbone=str(p), face_crop="none"))[1]  # noqa: E731
@@ -106,7 +107,7 @@ def test_cache_key_is_the_files_content(saved, tmp_path):
 
 
 def test_cli_extract_and_reextraction_settings(saved, tmp_path, capsys):
-    from fer_features.settings import extraction_settings
+    from fer_features.features.settings import extraction_settings
 
     data, model = saved
     copy = tmp_path / "m.keras"

@@ -68,9 +68,11 @@ def test_no_import_cycle():
 
 
 def test_old_names_still_importable():
-    from fer_features.backbones import POOLINGS_HELP, BackboneError, parse_pooling
-    from fer_features.models import EXTRACTION_KEYS, extraction_settings
-    from fer_features import pooling, settings
+    from fer_features.backbones.registry import POOLINGS_HELP, parse_pooling
+    from fer_features.errors import BackboneError
+    from fer_features.apply.models import EXTRACTION_KEYS, extraction_settings
+    from fer_features.backbones import pooling
+    from fer_features.features import settings
 
     assert BackboneError is pooling.BackboneError and parse_pooling is pooling.parse_pooling
     assert POOLINGS_HELP == pooling.POOLINGS_HELP

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_features.datasets import DatasetError, detect_format, load_dataset
-from fer_features.extract import FeatureExtractor, dataset_cache_path, extract_dataset
-from fer_features.cache import load_cache
+from fer_features.errors import DatasetError
+from fer_features.data.datasets import detect_format, load_dataset
+from fer_features.features.extract import FeatureExtractor, dataset_cache_path, extract_dataset
+from fer_features.features.cache import load_cache
 
 HOG = dict(backbone="hog", face_crop="none", flip_average=False, image_size=32)
 

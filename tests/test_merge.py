@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from fer_features import evaluation as ev
-from fer_features.cache import CacheError, CacheWriter, load_cache
-from fer_features.cli import main
-from fer_features.merge import merge_caches
+from fer_features.evaluation import run as ev
+from fer_features.errors import CacheError
+from fer_features.features.cache import CacheWriter, load_cache
+from fer_features.cli.app import main
+from fer_features.features.merge import merge_caches
 
 BASE = {"backbone": "efficientnet_lite0", "weights": "imagenet", "image_size": 112, "pooling": "grid7",
         "layer": "block4c_add", "input_preprocessing": "lite", "preprocess": "none", "face_crop": "haar",
@@ -105,7 +106,7 @@ def test_repeat_is_a_hit_and_cli_prints_the_path(pair, tmp_path, capsys):
 
 
 def test_merged_cache_refuses_re_extraction(pair):
-    from fer_features.settings import extraction_settings
+    from fer_features.features.settings import extraction_settings
 
     a, b, _, _ = pair
     with pytest.raises(CacheError, match="merged cache"):

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from fer_features import classifiers as C
-from fer_features import evaluation as ev
-from fer_features import optimizable as O
+from fer_features.classify import presets as C
+from fer_features.evaluation import run as ev
+from fer_features.classify import optimizable as O
 from test_classify import LABELS, blobs
 from test_reports import SETTINGS, cache_with
 
@@ -111,8 +111,8 @@ def test_other_spaces_fit_and_predict(space):
 
 
 def test_cli_classify_save_compare(tmp_path, capsys):
-    from fer_features.cli import main
-    from fer_features.models import load_model
+    from fer_features.cli.app import main
+    from fer_features.apply.models import load_model
 
     X, y, g = blobs(n_subjects=6)
     cache = str(cache_with(tmp_path / "c.h5", {**SETTINGS, "backbone": "hog"}).path)  # a real backbone, for --save

@@ -32,10 +32,10 @@ def jaffe() -> Path:
 @pytest.fixture(scope="module")
 def hog_model(jaffe, tmp_path_factory) -> Path:
     """linear_svm on HOG features (Haar crop) of 8 JAFFE images per expression, saved like classify --save."""
-    from fer_features.cache import load_cache
-    from fer_features.classifiers import make_classifier
-    from fer_features.extract import extract_dataset
-    from fer_features.models import extraction_settings, save_model
+    from fer_features.features.cache import load_cache
+    from fer_features.classify.presets import make_classifier
+    from fer_features.features.extract import extract_dataset
+    from fer_features.apply.models import extraction_settings, save_model
 
     tmp = tmp_path_factory.mktemp("hog")
     sub = tmp / "jaffe"
@@ -54,7 +54,7 @@ def hog_model(jaffe, tmp_path_factory) -> Path:
 
 
 def _jaffe_rgb(jaffe: Path, name: str) -> np.ndarray:
-    from fer_features.datasets import read_image
+    from fer_features.data.datasets import read_image
 
     g = read_image(jaffe / name)
     return np.repeat(g[..., None], 3, axis=2) if g.ndim == 2 else g
@@ -94,8 +94,8 @@ def _csv(text: str):
 
 
 def test_detect_all_finds_both_faces_and_detect_keeps_the_largest(two_faces, jaffe):
-    from fer_features.datasets import read_image
-    from fer_features.preprocess import FaceDetector
+    from fer_features.data.datasets import read_image
+    from fer_features.data.preprocess import FaceDetector
 
     det = FaceDetector("haar")
     boxes = det.detect_all(read_image(two_faces))
@@ -208,9 +208,9 @@ def test_dataframe_api(hog_model, two_faces, video):
 def _same_as_extraction(model_path, files, atol):
     """predict's probabilities for single-face images == the classifier on FeatureExtractor's own features."""
     import fer_features
-    from fer_features.datasets import read_image
-    from fer_features.extract import FeatureExtractor
-    from fer_features.models import load_model
+    from fer_features.data.datasets import read_image
+    from fer_features.features.extract import FeatureExtractor
+    from fer_features.apply.models import load_model
 
     bundle = load_model(model_path)
     fx = FeatureExtractor(**bundle["extraction"])
@@ -229,10 +229,10 @@ def test_each_face_embedded_as_in_training_hog(hog_model, jaffe):
 def test_default_cnn_model(jaffe, two_faces, tmp_path):
     """The default backbone (96 px to keep it short): the same features as extraction, two faces, two rows."""
     import fer_features
-    from fer_features.classifiers import make_classifier
-    from fer_features.datasets import read_image
-    from fer_features.extract import FeatureExtractor
-    from fer_features.models import EXTRACTION_KEYS, save_model
+    from fer_features.classify.presets import make_classifier
+    from fer_features.data.datasets import read_image
+    from fer_features.features.extract import FeatureExtractor
+    from fer_features.apply.models import EXTRACTION_KEYS, save_model
 
     by_expr: dict[str, list[Path]] = {}
     for f in sorted(jaffe.glob("*.tiff")):

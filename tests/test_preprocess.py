@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_features.preprocess import (FACE_CROP_METHODS, INTENSITY_METHODS, FaceBox, FaceDetector, PreprocessConfig,
-                                     Preprocessor, bbhe, bbhe_lut, crop_face, equalize, eye_angle, resize, to_grey,
-                                     to_rgb)
+from fer_features.data.preprocess import (
+    FACE_CROP_METHODS, INTENSITY_METHODS, FaceBox, FaceDetector, PreprocessConfig, Preprocessor, bbhe, bbhe_lut,
+    crop_face, equalize, eye_angle, resize, to_grey, to_rgb,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_features import evaluation as ev
-from fer_features import reports as R
-from fer_features.cache import CacheWriter, load_cache
+from fer_features.evaluation import run as ev
+from fer_features.reporting import tables as R
+from fer_features.features.cache import CacheWriter, load_cache
 
 from test_classify import LABELS, blobs
 

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from fer_features import evaluation as ev
-from fer_features import reports as R
-from fer_features import stats as S
-from fer_features.cli import main
+from fer_features.evaluation import run as ev
+from fer_features.reporting import tables as R
+from fer_features.evaluation import stats as S
+from fer_features.cli.app import main
 
 from test_reports import SETTINGS, cache_with
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_features import evaluation as ev
-from fer_features.datasets import DatasetError, load_dataset
-from fer_features.extract import FeatureExtractor, dataset_cache_path, extract_dataset
+from fer_features.evaluation import run as ev
+from fer_features.errors import DatasetError
+from fer_features.data.datasets import load_dataset
+from fer_features.features.extract import FeatureExtractor, dataset_cache_path, extract_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 HOG = dict(backbone="hog", face_crop="none", flip_average=False, image_size=32)

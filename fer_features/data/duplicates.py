@@ -1,0 +1,137 @@
+"""Exact duplicate images in a dataset, found by hashing their decoded pixels (any format).
+
+Two images are duplicates when their decoded pixel arrays are identical (same shape and bytes): a copy
+saved under another name, or FER2013's repeated rows. ``find_duplicates`` groups them and, for a dataset
+with splits, lists the test images that have a pixel-identical copy in a training split (a test image the
+classifier may have seen verbatim). ``accuracy_without`` re-scores a result without those images.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """BLAKE2b of an image's shape, dtype and pixel bytes: equal exactly for pixel-identical images."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.shape}|{a.dtype.str}|".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def pixel_hashes(ds, progress: bool = False) -> list[str | None]:
+    """The pixel hash of every record of a ``Dataset`` (None for an unreadable image)."""
+    from fer_features.errors import ImageReadError
+
+    it = range(len(ds))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, unit="img", desc="hash pixels", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    out: list[str | None] = []
+    for i in it:
+        try:
+            out.append(pixel_hash(ds.load_image(i)))
+        except ImageReadError:
+            out.append(None)
+    return out
+
+
+@dataclass
+class DuplicateReport:
+    """What ``find_duplicates`` found (paths are the dataset's relative paths, as caches store them)."""
+
+    n_images: int
+    groups: list[list[str]]  # sets of pixel-identical images (2 or more each)
+    conflicting_groups: int  # groups whose images carry different labels
+    train_splits: list[str] = field(default_factory=list)
+    test_split: str | None = None
+    n_test: int = 0
+    test_with_train_copy: list[str] = field(default_factory=list)  # test images with a copy in training
+    test_with_train_copy_other_label: int = 0  # ... of which the copy's label differs
+
+    @property
+    def duplicate_images(self) -> int:
+        """Images beyond the first of each group (what removing the copies would remove)."""
+        return sum(len(g) - 1 for g in self.groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_images": self.n_images, "duplicate_groups": len(self.groups),
+                "duplicate_images": self.duplicate_images, "conflicting_groups": self.conflicting_groups,
+                "train_splits": self.train_splits, "test_split": self.test_split, "n_test": self.n_test,
+                "test_with_train_copy": len(self.test_with_train_copy),
+                "test_with_train_copy_other_label": self.test_with_train_copy_other_label}
+
+    def summary(self) -> str:
+        s = (f"{self.n_images} images: {len(self.groups)} groups of pixel-identical images "
+             f"({self.duplicate_images} copies beyond the first; {self.conflicting_groups} groups with "
+             "differing labels)")
+        if self.test_split:
+            s += (f"; {len(self.test_with_train_copy)} of {self.n_test} {self.test_split} images have a copy in "
+                  f"{'+'.join(self.train_splits)} ({self.test_with_train_copy_other_label} of them labelled "
+                  "differently there)")
+        return s
+
+
+def find_duplicates(ds, hashes: Sequence[str | None] | None = None, *, test_split: str | None = None,
+                    train_splits: Sequence[str] | None = None, progress: bool = False) -> DuplicateReport:
+    """Group pixel-identical images of ``ds``; with splits, the test images with a copy in training.
+
+    ``test_split``/``train_splits`` default to the official protocol's (FER2013: PrivateTest / Training;
+    the validation split PublicTest is neither). Unreadable images are left out.
+    """
+    hashes = list(hashes) if hashes is not None else pixel_hashes(ds, progress)
+    if len(hashes) != len(ds):
+        raise ValueError(f"{len(hashes)} hashes for {len(ds)} records")
+    paths, recs = ds.rel_paths(), ds.records
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(hashes):
+        if h is not None:
+            by_hash[h].append(i)
+    groups = [ix for ix in by_hash.values() if len(ix) > 1]
+    report = DuplicateReport(
+        n_images=len(ds), groups=[[paths[i] for i in ix] for ix in groups],
+        conflicting_groups=sum(len({recs[i].label for i in ix}) > 1 for ix in groups))
+    split = np.array([r.split for r in recs], dtype=object)
+    if not any(split):
+        return report
+    from fer_features.evaluation.run import _official
+
+    splits, test_name, train_names = _official(split, test_split, train_splits)
+    (tr, te), = splits
+    train_labels: dict[str, set[str]] = defaultdict(set)
+    for i in tr:
+        if hashes[i] is not None:
+            train_labels[hashes[i]].add(recs[i].label)
+    hit = [i for i in te if hashes[i] is not None and hashes[i] in train_labels]
+    report.train_splits, report.test_split, report.n_test = list(train_names), test_name, int(len(te))
+    report.test_with_train_copy = [paths[i] for i in hit]
+    report.test_with_train_copy_other_label = sum(train_labels[hashes[i]] != {recs[i].label} for i in hit)
+    return report
+
+
+def accuracy_without(result: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """A result's pooled accuracy over its test images minus ``paths`` (matched by the predictions' paths),
+    with its 95 % interval (same method as the result's, images as units without subjects)."""
+    from fer_features.evaluation import stats
+
+    p = result.get("predictions") or {}
+    if not p.get("path") or not any(p["path"]):
+        raise ValueError(f"{result.get('classifier')}: the result has no per-image paths to leave images out by")
+    drop = set(paths)
+    keep = np.array([x not in drop for x in p["path"]])
+    correct = (np.asarray(p["true"]) == np.asarray(p["pred"]))[keep]
+    subj = np.asarray(p.get("subject") or [""] * len(keep), dtype=object)[keep]
+    units = subj.astype(str) if len(subj) and all(s != "" for s in subj) else None
+    lo, hi, method = stats.accuracy_ci(correct, units, unit="subjects" if units is not None else "images")
+    return {"accuracy": float(correct.mean()) if len(correct) else float("nan"), "accuracy_ci": [lo, hi],
+            "accuracy_ci_method": method, "n_test": int(keep.sum()), "n_left_out": int((~keep).sum())}
+
+
+__all__ = ["pixel_hash", "pixel_hashes", "find_duplicates", "DuplicateReport", "accuracy_without"]
