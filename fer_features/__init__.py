@@ -9,6 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from fer_features import _compat
+
+_compat.install()  # old flat module paths (fer_features.classifiers...) for one release
+
 _LAZY = {
     "FeatureExtractor": ("features.extract", "FeatureExtractor"),
     "extract_dataset": ("features.extract", "extract_dataset"),

@@ -10,13 +10,13 @@ import sys
 import warnings
 
 MOVED = {
-    "annotate": "apply.annotate", "augment": "features.augment", "backbones": "backbones.factory",
-    "cache": "features.cache", "checkpoints": "finetune.checkpoints", "classical": "backbones.classical",
-    "classifiers": "classify.presets", "cli": "cli.app", "cluster": "distributed.cluster",
+    "annotate": "apply.annotate", "augment": "features.augment", "cache": "features.cache",
+    "checkpoints": "finetune.checkpoints", "classical": "backbones.classical",
+    "classifiers": "classify.presets", "cluster": "distributed.cluster",
     "cross_dataset": "evaluation.cross_dataset", "datasets": "data.datasets", "device": "backbones.device",
-    "distributed_extract": "distributed.extract", "duplicates": "data.duplicates", "evaluation": "evaluation.run",
+    "distributed_extract": "distributed.extract", "duplicates": "data.duplicates",
     "experiments": "reporting.experiments", "extract": "features.extract", "feature_map": "reporting.feature_map",
-    "finetune": "finetune.train", "inference": "apply.predict", "keras_backbone": "backbones.keras_file",
+    "inference": "apply.predict", "keras_backbone": "backbones.keras_file",
     "manifest": "data.manifest", "merge": "features.merge", "models": "apply.models",
     "optimizable": "classify.optimizable", "pooling": "backbones.pooling", "preprocess": "data.preprocess",
     "protocols": "evaluation.protocols", "reports": "reporting.tables", "settings": "features.settings",
