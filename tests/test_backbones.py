@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_features.backbones import registry as bb
+from fer_features import backbones as bb
 
 
 @pytest.mark.parametrize("name", list(bb.REGISTRY))
@@ -214,14 +214,14 @@ def test_lite0_map_sizes_known_without_building_match_the_built_model():
     from fer_features.backbones import _efficientnet_lite as lite
 
     for size in (48, 67, 224):
-        built = bb._feature_maps(bb._base(bb.get_config("efficientnet_lite0"), False, "random", size).layers)
+        built = bb.taps._feature_maps(bb.base_network(bb.get_config("efficientnet_lite0"), False, "random", size).layers)
         assert lite.feature_maps(size) == [(n, tuple(int(d) for d in s)) for n, s in built]
 
 
 def test_default_grid_finer_than_the_map_is_reduced_and_recorded():
     """At 48 px block4c_add is a 3x3 map: the default grid7 becomes grid3 (said in a warning), in the model and
     in the settings the cache key and file name come from; an explicit --pooling grid3 is the same cache."""
-    from fer_features.features.extract import FeatureExtractor
+    from fer_features.features.extractor import FeatureExtractor
 
     with pytest.warns(UserWarning, match="block4c_add.*3x3.*grid7.*grid3"):
         s = FeatureExtractor(image_size=48).settings()
@@ -237,7 +237,7 @@ def test_default_grid_finer_than_the_map_is_reduced_and_recorded():
 
 
 def test_explicit_grid_finer_than_the_map_is_an_error():
-    from fer_features.features.extract import FeatureExtractor
+    from fer_features.features.extractor import FeatureExtractor
 
     with pytest.raises(bb.BackboneError, match="block4c_add.*3x3.*grid7.*grid3"):
         FeatureExtractor(image_size=48, pooling="grid7").settings()

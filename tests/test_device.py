@@ -68,9 +68,9 @@ def test_random_weights_are_keyed_by_backend_trained_weights_are_not(monkeypatch
 @pytest.mark.slow
 def test_lite0_imagenet_build_leaves_no_kernel_at_its_zero_initial_value():
     """efficientnet_lite0 is built with zero kernels when the ImageNet file overwrites them all (fast on JAX)."""
-    from fer_features.backbones import registry as bb
+    from fer_features import backbones as bb
 
-    model = bb._base(bb.get_config("efficientnet_lite0"), True, "imagenet", 224)
+    model = bb.base_network(bb.get_config("efficientnet_lite0"), True, "imagenet", 224)
     kernels = [(layer.name, w) for layer in model.layers for w in layer.weights if "kernel" in w.path]
     assert len(kernels) == 50  # stem, 15 expansions + 16 depthwise + 16 projections, head, classifier
     zero = [name for name, w in kernels if not np.any(np.asarray(w.numpy()))]

@@ -115,10 +115,13 @@ def _load(path: str, digest: str):
     return model
 
 
-def load(path: str | os.PathLike):
-    """The model in the file, frozen (loaded once per file content)."""
-    d = describe(path)
-    return _load(d["path"], d["id"])
+def load(path: str | os.PathLike, content_id: str | None = None):
+    """The model in the file, frozen (loaded once per file content). With the ``content_id`` its spec already
+    read (``BackboneSpec.name``), the file's description is not read again."""
+    if content_id is None:
+        d = describe(path)
+        path, content_id = d["path"], d["id"]
+    return _load(str(path), content_id)
 
 
 def _skip(layer) -> bool:

@@ -35,7 +35,8 @@ from fer_features.errors import ClusterError
 from fer_features.errors import ImageReadError
 from fer_features.data.datasets import read_image
 from fer_features.errors import ExtractionError
-from fer_features.features.extract import FeatureExtractor, cache_attrs, dataset_summary, log_outcome
+from fer_features.features.extractor import FeatureExtractor
+from fer_features.features.extract import cache_attrs, dataset_summary, log_outcome
 
 # per worker process: the built extractor of the settings it last ran (one network in memory at a time)
 _MODELS: dict[str, FeatureExtractor] = {}

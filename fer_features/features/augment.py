@@ -192,7 +192,7 @@ class AugmentStore:
         all checked before anything is written."""
         from fer_features.errors import DatasetError
         from fer_features.data.datasets import load_dataset
-        from fer_features.features.extract import FeatureExtractor
+        from fer_features.features.extractor import FeatureExtractor
         from fer_features.features.settings import extraction_settings
 
         root, fmt = self.cache.dataset_root, self.cache.settings.get("dataset_format", "auto")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_features.backbones import registry as bb
+from fer_features import backbones as bb
 from fer_features.features.augment import AugmentConfig
 from fer_features.data.preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
 
@@ -104,7 +104,7 @@ def build_model(cfg: FinetuneConfig, n_classes: int):
 
     bcfg = bb.get_config(cfg.backbone)
     weights = "random" if cfg.mode == "scratch" else bb.normalize_weights(cfg.weights)
-    base = bb._base(bcfg, False, weights, cfg.size)
+    base = bb.base_network(bcfg, False, weights, cfg.size)
     inputs = keras.Input((cfg.size, cfg.size, 3), name="rgb_0_255")
     x = InputNormalization(bcfg.preprocess, name="preprocess_input")(inputs)
     # Keras 3 hands the outer ``training`` flag to every inner layer (a ``training=False`` here would be
@@ -561,7 +561,7 @@ def load_keras(path: str | Path) -> dict:
     """A saved fine-tuned model as a bundle for ``inference.predict``."""
     import keras
 
-    from fer_features.backbones.registry import _custom_objects
+    from fer_features.backbones.layers import custom_objects as _custom_objects
 
     with zipfile.ZipFile(path) as z:
         if KERAS_META not in z.namelist():

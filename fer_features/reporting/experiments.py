@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fer_features.backbones import registry as bb
+from fer_features import backbones as bb
 from fer_features.classify import presets as C
 from fer_features.evaluation import run as ev
 from fer_features.features.augment import AugmentConfig
@@ -66,7 +66,8 @@ _CLUSTER: contextvars.ContextVar = contextvars.ContextVar("fer_features_experime
 
 def _extract(data, log, **kw):
     from fer_features.features.cache import load_cache
-    from fer_features.features.extract import WHOLE_IMAGE, extract_dataset
+    from fer_features.features.extractor import WHOLE_IMAGE
+    from fer_features.features.extract import extract_dataset
 
     kw = {**WHOLE_IMAGE, **kw}  # the seed studies fed whole images
     if (cluster := _CLUSTER.get()) is not None:
