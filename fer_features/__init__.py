@@ -18,7 +18,7 @@ _LAZY = {
     "extract_dataset": ("features.extract", "extract_dataset"),
     "load_cache": ("features.cache", "load_cache"),
     "FeatureCache": ("features.cache", "FeatureCache"),
-    "load_dataset": ("data.datasets", "load_dataset"),
+    "load_dataset": ("data", "load_dataset"),
     "create_backbone": ("backbones.registry", "create"),
     "list_backbones": ("backbones.registry", "list_backbones"),
     "predict": ("apply.predict", "predict"),

@@ -13,7 +13,7 @@ MOVED = {
     "annotate": "apply.annotate", "augment": "features.augment", "cache": "features.cache",
     "checkpoints": "finetune.checkpoints", "classical": "backbones.classical",
     "classifiers": "classify.presets", "cluster": "distributed.cluster",
-    "cross_dataset": "evaluation.cross_dataset", "datasets": "data.datasets", "device": "backbones.device",
+    "cross_dataset": "evaluation.cross_dataset", "datasets": "data", "device": "backbones.device",
     "distributed_extract": "distributed.extract", "duplicates": "data.duplicates",
     "experiments": "reporting.experiments", "extract": "features.extract", "feature_map": "reporting.feature_map",
     "inference": "apply.predict", "keras_backbone": "backbones.keras_file",

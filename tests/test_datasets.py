@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_features.data.datasets import (
-    CANONICAL_LABELS, FORMATS, Dataset, Record, Sample, canonical_label, detect_format, load_dataset, read_image,
-)
+from fer_features.data.datasets import CANONICAL_LABELS, FORMATS, Dataset, Record, Sample, canonical_label
+from fer_features.data.formats import detect_format, load_dataset
+from fer_features.data.images import read_image
 from fer_features.errors import DatasetError, ImageReadError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -363,7 +363,7 @@ def test_fingerprint_tracks_files_without_decoding(tmp_path, monkeypatch):
 def test_the_same_csv_is_parsed_once_per_process_and_a_changed_one_again(tmp_path, monkeypatch):
     """Loading a FER2013 CSV again (augmenting a cache of it does on every call) reuses the parsed pixels,
     whatever path string names it; a file with other bytes (same size) is parsed again."""
-    from fer_features.data import datasets as D
+    from fer_features.data import fer2013 as D
 
     calls = []
     real_parse = D._parse_pixels

@@ -9,7 +9,7 @@ import numpy as np
 
 from fer_features.errors import BackboneError
 from fer_features.backbones.pooling import parse_pooling
-from fer_features.data.preprocess import to_grey
+from fer_features.data.intensity import to_grey
 
 LBP_POINTS, LBP_RADIUS = 8, 1
 LBP_BINS = LBP_POINTS * (LBP_POINTS - 1) + 3  # 59 'nri_uniform' codes

@@ -13,7 +13,8 @@ import io
 import os
 from pathlib import Path
 
-from fer_features.data.datasets import Dataset, Record, _read_text_bytes, _rel_path, canonical_label
+from fer_features.data.datasets import Dataset, Record, _rel_path, canonical_label
+from fer_features.data.fer2013 import _read_text_bytes
 from fer_features.errors import DatasetError
 
 __all__ = ["MANIFEST_COLUMNS", "load_manifest"]

@@ -33,7 +33,7 @@ from fer_features.features.cache import CacheWriter, _write_atomic, chunk_name, 
 from fer_features.distributed.cluster import TF_THREADS_VAR, auto_shard_size
 from fer_features.errors import ClusterError
 from fer_features.errors import ImageReadError
-from fer_features.data.datasets import read_image
+from fer_features.data.images import read_image
 from fer_features.errors import ExtractionError
 from fer_features.features.extractor import FeatureExtractor
 from fer_features.features.extract import cache_attrs, dataset_summary, log_outcome

@@ -191,7 +191,7 @@ class AugmentStore:
         """The extractor of the cache's settings, its dataset, and the dataset index of every needed row;
         all checked before anything is written."""
         from fer_features.errors import DatasetError
-        from fer_features.data.datasets import load_dataset
+        from fer_features.data.formats import load_dataset
         from fer_features.features.extractor import FeatureExtractor
         from fer_features.features.settings import extraction_settings
 

@@ -18,7 +18,7 @@ from fer_features import backbones as bb
 from fer_features.features.cache import (
     CacheWriter, cache_filename, cache_key, is_complete, load_cache, package_versions, read_attrs,
 )
-from fer_features.data.preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
+from fer_features.data.faces import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
 from fer_features.errors import ExtractionError, Terminated
 from fer_features.features.extractor import DEFAULT_FLIP_AVERAGE, FeatureExtractor
 
@@ -119,7 +119,8 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     ``_extract_into`` less ``workers`` (``distributed_extract.on_cluster(cluster)``: shards on a Dask cluster).
     """
     from fer_features.features.cache import cache_lock
-    from fer_features.data.datasets import Dataset, load_dataset
+    from fer_features.data.datasets import Dataset
+    from fer_features.data.formats import load_dataset
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if isinstance(data, Dataset):

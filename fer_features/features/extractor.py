@@ -10,14 +10,14 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from fer_features import backbones as bb
 from fer_features.backbones.device import keras_backend
-from fer_features.data.preprocess import (
-    DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN, INTENSITY_METHODS, PreprocessConfig, Preprocessor,
-)
+from fer_features.data.faces import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
+from fer_features.data.intensity import INTENSITY_METHODS
+from fer_features.data.preprocess import PreprocessConfig, Preprocessor
 
 
 def _weights_id(weights: str) -> str:
     """Cache-key identity of a weights spec: 'imagenet', 'random' or the file's name and content hash."""
-    from fer_features.data.datasets import content_hash
+    from fer_features.data.images import content_hash
 
     w = bb.normalize_weights(weights)
     if w in ("imagenet", "random"):

@@ -25,7 +25,7 @@ import numpy as np
 
 from fer_features import backbones as bb
 from fer_features.features.augment import AugmentConfig
-from fer_features.data.preprocess import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
+from fer_features.data.faces import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
 
 MODES = ("head", "top", "full", "scratch")
 KERAS_META = "fer_features.json"  # extra member of the saved .keras zip: labels and preprocessing
@@ -329,7 +329,8 @@ def predict_proba(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray
 def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool = True,
                 subject_pattern: str | None = None):
     """(dataset, uint8 images N x S x S x 3) through the same preprocessing as extract."""
-    from fer_features.data.datasets import Dataset, load_dataset
+    from fer_features.data.datasets import Dataset
+    from fer_features.data.formats import load_dataset
 
     if isinstance(data, Dataset):
         ds = data

@@ -144,7 +144,7 @@ def fer_three_classes(csv: Path, n_images: int, seed: int = 0):
     """A stratified sample of FER2013's happy, sad and surprise images (all usages), as a Dataset."""
     from sklearn.model_selection import train_test_split
 
-    from fer_features.data.datasets import load_dataset
+    from fer_features.data.formats import load_dataset
 
     ds = load_dataset(csv)
     labels = np.array([r.label for r in ds.records])
