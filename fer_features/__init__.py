@@ -14,14 +14,18 @@ from fer_features import _compat
 _compat.install()  # old flat module paths (fer_features.classifiers...) for one release
 
 _LAZY = {
-    "FeatureExtractor": ("features.extract", "FeatureExtractor"),
+    "FeatureExtractor": ("features.extractor", "FeatureExtractor"),
     "extract_dataset": ("features.extract", "extract_dataset"),
     "load_cache": ("features.cache", "load_cache"),
     "FeatureCache": ("features.cache", "FeatureCache"),
     "load_dataset": ("data", "load_dataset"),
-    "create_backbone": ("backbones.registry", "create"),
-    "list_backbones": ("backbones.registry", "list_backbones"),
+    "create_backbone": ("backbones", "create"),
+    "list_backbones": ("backbones", "list_backbones"),
     "predict": ("apply.predict", "predict"),
+    "train_model": ("apply.train", "train_model"),
+    "evaluate": ("evaluation.api", "evaluate"),
+    "compare": ("evaluation.api", "compare"),
+    "Result": ("evaluation.result", "Result"),
 }
 
 

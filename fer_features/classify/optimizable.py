@@ -235,7 +235,7 @@ def inner_splits(y: np.ndarray, groups=None, split=None, *, folds: int = DEFAULT
     """
     from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
-    from fer_features.evaluation.protocols import VALIDATION_SPLITS
+    from fer_features.data.splits import VALIDATION_SPLITS
 
     y = np.asarray(y)
     idx = np.arange(len(y))

@@ -101,9 +101,9 @@ def find_duplicates(ds, hashes: Sequence[str | None] | None = None, *, test_spli
     split = np.array([r.split for r in recs], dtype=object)
     if not any(split):
         return report
-    from fer_features.evaluation.run import _official
+    from fer_features.data.splits import official_split
 
-    splits, test_name, train_names = _official(split, test_split, train_splits)
+    splits, test_name, train_names = official_split(split, test_split, train_splits)
     (tr, te), = splits
     train_labels: dict[str, set[str]] = defaultdict(set)
     for i in tr:
@@ -116,22 +116,4 @@ def find_duplicates(ds, hashes: Sequence[str | None] | None = None, *, test_spli
     return report
 
 
-def accuracy_without(result: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
-    """A result's pooled accuracy over its test images minus ``paths`` (matched by the predictions' paths),
-    with its 95 % interval (same method as the result's, images as units without subjects)."""
-    from fer_features.evaluation import stats
-
-    p = result.get("predictions") or {}
-    if not p.get("path") or not any(p["path"]):
-        raise ValueError(f"{result.get('classifier')}: the result has no per-image paths to leave images out by")
-    drop = set(paths)
-    keep = np.array([x not in drop for x in p["path"]])
-    correct = (np.asarray(p["true"]) == np.asarray(p["pred"]))[keep]
-    subj = np.asarray(p.get("subject") or [""] * len(keep), dtype=object)[keep]
-    units = subj.astype(str) if len(subj) and all(s != "" for s in subj) else None
-    lo, hi, method = stats.accuracy_ci(correct, units, unit="subjects" if units is not None else "images")
-    return {"accuracy": float(correct.mean()) if len(correct) else float("nan"), "accuracy_ci": [lo, hi],
-            "accuracy_ci_method": method, "n_test": int(keep.sum()), "n_left_out": int((~keep).sum())}
-
-
-__all__ = ["pixel_hash", "pixel_hashes", "find_duplicates", "DuplicateReport", "accuracy_without"]
+__all__ = ["pixel_hash", "pixel_hashes", "find_duplicates", "DuplicateReport"]

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from typing import Any
-from fer_features.errors import ProtocolError
 
 FEATURE_DEFAULTS = {"precision": "float32"}  # settings older caches (and float32 ones) do not store
-VALIDATION_SPLITS = {"publictest", "val", "valid", "validation"}  # split names (lower case) held out for validation
-
-
 def describe_protocol(info: dict[str, Any]) -> str:
     """A one-line statement of what a protocol measures (from ``make_splits``' info), for every result."""
     protocol, n_folds = info["protocol"], info["n_folds"]

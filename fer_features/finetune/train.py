@@ -386,7 +386,7 @@ def _run_folder(root: str | Path | None, cfg: FinetuneConfig, key: str, purpose:
 def validation_rows(split: np.ndarray, info: dict) -> tuple[np.ndarray, list[str]]:
     """Rows of the dataset's validation split(s) (FER2013's PublicTest) that the official protocol leaves
     out of both training and test: finetune's early stopping and model choice use them."""
-    from fer_features.evaluation.run import VALIDATION_SPLITS
+    from fer_features.data.splits import VALIDATION_SPLITS
 
     used = set(info.get("train_splits") or []) | {info.get("test_split")}
     names = [s for s in dict.fromkeys(split.tolist()) if s and s.lower() in VALIDATION_SPLITS and s not in used]
@@ -432,7 +432,7 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     checkpoints of every fold, and each finished fold's predictions, under
     ``<checkpoint_dir>/<name>-run-<key>/``; the same call again resumes where it stopped.
     """
-    from fer_features.evaluation import run as ev
+    from fer_features import evaluation as ev
 
     log = log or (lambda m: print(m, file=sys.stderr))
     _log_device(log)
@@ -515,7 +515,7 @@ def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", p
     PublicTest) for early stopping and model choice; the test split is not used. ``checkpoint_dir``: as
     for :func:`run` (``<checkpoint_dir>/<name>-save-<key>/``); a re-run resumes.
     """
-    from fer_features.evaluation.run import _has_groups, make_splits
+    from fer_features.evaluation.splits import _has_groups, make_splits
 
     path = Path(path)
     if path.suffix != ".keras":  # before the training, not after it

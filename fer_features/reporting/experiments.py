@@ -22,7 +22,7 @@ import numpy as np
 
 from fer_features import backbones as bb
 from fer_features.classify import presets as C
-from fer_features.evaluation import run as ev
+from fer_features import evaluation as ev
 from fer_features.features.augment import AugmentConfig
 
 
