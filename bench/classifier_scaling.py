@@ -16,29 +16,23 @@ Writes bench/results/classifier_scaling.md (+ .json, + classifier_scaling.png: l
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from _common import machine_info, md_row, md_table, pct, quiet_timed, run_seconds, save_report, start_run
 
 SEED_TABLE4 = {"medium_nn": 37.1, "cubic_svm": 116.8}  # seed study, MATLAB, 15,000 images (training seconds)
 
 
 def _fit_predict(name, engine, X, y, tr, te):
-    from fer_features.classifiers import make_classifier
+    from fer_features.classify.presets import make_classifier
 
     pipe = make_classifier(name, engine=engine)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t = time.perf_counter()
-        pipe.fit(X[tr], y[tr])
-        fit_s = time.perf_counter() - t
-        t = time.perf_counter()
-        pred = pipe.predict(X[te])
-        pred_s = time.perf_counter() - t
+    _, fit_s = quiet_timed(pipe.fit, X[tr], y[tr])
+    pred, pred_s = quiet_timed(pipe.predict, X[te])
     return fit_s, pred_s, float((pred == y[te]).mean())
 
 
@@ -53,12 +47,19 @@ def _seven_together(names, X, y, tr, te, engine):
     return time.perf_counter() - t, dict(zip(order, outs))
 
 
+def fer2013_args(ap: argparse.ArgumentParser) -> None:
+    """``--data`` and ``--cache``: where :func:`fer2013_features` finds FER2013 (the benches that use it)."""
+    ap.add_argument("--data", default="../shared/datasets/fer2013/fer2013.csv.gz")
+    ap.add_argument("--cache", help="use this FER2013 feature cache instead of extracting one")
+
+
 def fer2013_features(data, cache_path=None):
     """(cache path, float32 features, labels, official Training rows, PrivateTest rows) of the FER2013 cache
     these benches use (efficientnet_lite0, 112 px, last layer, global average; extracted first if absent)."""
     from fer_features import evaluation as ev
-    from fer_features.cache import load_cache
-    from fer_features.extract import WHOLE_IMAGE, extract_dataset
+    from fer_features.features.cache import load_cache
+    from fer_features.features.extractor import WHOLE_IMAGE
+    from fer_features.features.extract import extract_dataset
 
     cache_path = cache_path or extract_dataset(data, image_size=112, layer="last", pooling="avg", **WHOLE_IMAGE)
     cache = load_cache(cache_path)
@@ -81,8 +82,7 @@ def _estimate(prev, rows):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="../shared/datasets/fer2013/fer2013.csv.gz")
-    ap.add_argument("--cache", help="use this FER2013 feature cache instead of extracting one")
+    fer2013_args(ap)
     ap.add_argument("--rows", default="1000,2000,5000,10000,15000")
     ap.add_argument("--clf", default="all", help="comma-separated presets (default: all)")
     ap.add_argument("--budget", type=float, default=150.0,
@@ -95,10 +95,9 @@ def main() -> None:
 
     from sklearn.model_selection import train_test_split
 
-    from fer_features import classifiers as C
-    from fer_features.reports import machine_info
+    from fer_features.classify import presets as C
 
-    t_all = time.perf_counter()
+    t_all = start_run()
     cache_path, X, y, train_all, te = fer2013_features(a.data, a.cache)
     sizes = [int(r) for r in a.rows.split(",")]
     names = list(C.PRESETS) if a.clf == "all" else a.clf.split(",")
@@ -133,20 +132,18 @@ def main() -> None:
         together = {"rows": big, "wall_s": wall, "classifiers": seven,
                     "per_classifier": {n: {"fit_s": o[0], "predict_s": o[1], "accuracy": o[2]} for n, o in outs.items()}}
         print(f"seven seed classifiers together on {big} rows: {wall:.1f} s wall (2 workers)", flush=True)
-    total = time.perf_counter() - t_all
+    total = run_seconds(t_all)
 
     machine = machine_info([("sklearn", "scikit-learn"), ("sklearnex", "scikit-learn-intelex"), ("numpy", "numpy"),
                             ("scipy", "SciPy"), ("numba", "numba")])
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine, "cache": Path(cache_path).name, "n_features": int(X.shape[1]),
                "n_test": int(len(te)), "sizes": sizes, "budget_s": a.budget, "total_seconds": total,
                "cells": [{"classifier": n, "engine": e, "rows": r, **c} for (n, e), d in cells.items()
                          for r, c in d.items()], "seven_together": together}
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+    save_report(out.with_suffix(".md"), _markdown(payload, cells, sizes, seven, together, a, machine, total), payload,
+                end="")
     _plot(cells, out.with_suffix(".png"), X.shape[1])
-    out.with_suffix(".md").write_text(_markdown(payload, cells, sizes, seven, together, a, machine, total))
-    print(out.with_suffix(".md").read_text())
 
 
 def _plot(cells, path, dim):
@@ -187,11 +184,11 @@ def _fmt(c, key):
         return "-"
     if "skipped" in c:
         return f"skip ({c['skipped']})" if key == "fit_s" else "-"
-    return f"{100 * c[key]:.1f}" if key == "accuracy" else f"{c[key]:.2f}"
+    return pct(c[key]) if key == "accuracy" else f"{c[key]:.2f}"
 
 
 def _markdown(payload, cells, sizes, seven, together, a, machine, total) -> str:
-    from fer_features import classifiers as C
+    from fer_features.classify import presets as C
 
     big = max(sizes)
     cmd = "python bench/classifier_scaling.py" + (f" --rows {a.rows}" if a.rows != "1000,2000,5000,10000,15000" else "")
@@ -210,45 +207,37 @@ def _markdown(payload, cells, sizes, seven, together, a, machine, total) -> str:
           "and gradient computed in one cache-blocked pass (numba, `fer_features/_fused_mlp.py`); the other "
           "presets run stock scikit-learn in both, so they have one row. The fused loss equals scikit-learn's up to "
           "rounding, but over hundreds of L-BFGS iterations rounding moves the path, so the two MLP rows' "
-          "iteration counts and accuracies differ a little.", "",
-          "## Fit seconds", "", "| classifier | engine | " + " | ".join(f"{r:,}" for r in sizes) + " |",
-          "|---|---|" + "---:|" * len(sizes)]
-    for key, title in (("fit_s", None), ("predict_s", "Predict seconds (3,588 test rows)"),
+          "iteration counts and accuracies differ a little."]
+    engines = {(name, engine): f"default ({C.engine_used(name, engine)})" if engine == "sklearnex" else (
+        "stock" if (name, "sklearnex") in cells else "stock = default") for name, engine in cells}
+    for key, title in (("fit_s", "Fit seconds"), ("predict_s", "Predict seconds (3,588 test rows)"),
                        ("accuracy", "PrivateTest accuracy %")):
-        if title:
-            md += ["", f"## {title}", "", "| classifier | engine | " + " | ".join(f"{r:,}" for r in sizes) + " |",
-                   "|---|---|" + "---:|" * len(sizes)]
-        for (name, engine), d in cells.items():
-            eng = f"default ({C.engine_used(name, engine)})" if engine == "sklearnex" else (
-                "stock" if (name, "sklearnex") in cells else "stock = default")
-            md.append(f"| {name} | {eng} | " + " | ".join(_fmt(d.get(r), key) for r in sizes) + " |")
+        md += ["", f"## {title}", "", *md_table(["classifier", "engine", *(f"{r:,}" for r in sizes)],
+                                               "ll" + "r" * len(sizes),
+                                               ([n, engines[(n, e)], *(_fmt(d.get(r), key) for r in sizes)]
+                                                for (n, e), d in cells.items()))]
 
-    md += ["", "## Stock vs default engine (SVMs, thin neural networks)", "",
-           "| classifier | rows | stock fit s | default fit s | fit speed-up | stock predict s | default predict s | "
-           "predict speed-up | stock acc % | default acc % |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for (name, engine), d in cells.items():
-        if engine != "sklearnex":
-            continue
-        s_d = cells[(name, "sklearn")]
-        for r in sizes:
-            s, x = s_d.get(r), d.get(r)
-            if not s or not x or "fit_s" not in s or "fit_s" not in x:
-                continue
-            md.append(f"| {name} | {r:,} | {s['fit_s']:.2f} | {x['fit_s']:.2f} | {s['fit_s'] / x['fit_s']:.1f}x | "
-                      f"{s['predict_s']:.2f} | {x['predict_s']:.2f} | {s['predict_s'] / x['predict_s']:.1f}x | "
-                      f"{100 * s['accuracy']:.2f} | {100 * x['accuracy']:.2f} |")
+    both = [(name, r, cells[(name, "sklearn")].get(r), d.get(r)) for (name, engine), d in cells.items()
+            if engine == "sklearnex" for r in sizes]
+    md += ["", "## Stock vs default engine (SVMs, thin neural networks)", "", *md_table(
+        ["classifier", "rows", "stock fit s", "default fit s", "fit speed-up", "stock predict s", "default predict s",
+         "predict speed-up", "stock acc %", "default acc %"], "l" + "r" * 9,
+        ([name, f"{r:,}", f"{s['fit_s']:.2f}", f"{x['fit_s']:.2f}", f"{s['fit_s'] / x['fit_s']:.1f}x",
+          f"{s['predict_s']:.2f}", f"{x['predict_s']:.2f}", f"{s['predict_s'] / x['predict_s']:.1f}x",
+          pct(s["accuracy"], 2), pct(x["accuracy"], 2)]
+         for name, r, s, x in both if s and x and "fit_s" in s and "fit_s" in x))]
 
     md += ["", f"## The seed study's Table 4 layout, {big:,} training rows (default engine)", "",
-           "| classifier | seed: MATLAB training s (15,000 images) | here: training s | here: predict s | "
-           "here: accuracy % |", "|---|---:|---:|---:|---:|"]
+           *md_table(["classifier", "seed: MATLAB training s (15,000 images)", "here: training s", "here: predict s",
+                      "here: accuracy %"], "lrrrr")]
     tot_fit = 0.0
     for n in seven:
         c = cells.get((n, C.DEFAULT_ENGINE if (n, C.DEFAULT_ENGINE) in cells else "sklearn"), {}).get(big)
         seed = SEED_TABLE4.get(n)
         if c and "fit_s" in c:
             tot_fit += c["fit_s"]
-        md.append(f"| {n} | {seed if seed else 'not given'} | {_fmt(c, 'fit_s')} | {_fmt(c, 'predict_s')} | "
-                  f"{_fmt(c, 'accuracy')} |")
+        md.append(md_row([n, seed if seed else "not given", _fmt(c, "fit_s"), _fmt(c, "predict_s"),
+                          _fmt(c, "accuracy")]))
     md.append(f"| **all seven, one after another** | | **{tot_fit:.1f}** | | |")
     if together:
         md += ["", f"All seven together, two at a time on the two cores (one BLAS thread each, joblib): "

@@ -13,10 +13,11 @@ dropped and listed with its counts. Writes the markdown table and a JSON of ever
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from _common import acc_ci, machine_info, md_row, md_table, pct, run_seconds, save_report, start_run
 
 DATASETS = {  # name -> (path below the data root, FER2013 split or None)
     "jaffe": ("jaffe", None),
@@ -24,6 +25,7 @@ DATASETS = {  # name -> (path below the data root, FER2013 split or None)
     "fer2013-training": ("fer2013/fer2013.csv.gz", "Training"),
     "fer2013-privatetest": ("fer2013/fer2013.csv.gz", "PrivateTest"),
 }
+CLASSES = ("angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 SHOWN = {"jaffe": "JAFFE", "ckplus48": "CK+48", "fer2013-training": "FER2013 Training",
          "fer2013-privatetest": "FER2013 PrivateTest"}
 PAIRS = [("ckplus48", "jaffe"), ("jaffe", "ckplus48"), ("fer2013-training", "jaffe"),
@@ -34,8 +36,8 @@ def extract(name: str, data_root: Path, cache_dir) -> tuple[Path, float]:
     """The default-feature cache of one dataset (a FER2013 split: a subset of the CSV); (path, seconds)."""
     import numpy as np
 
-    from fer_features.datasets import load_dataset
-    from fer_features.extract import extract_dataset
+    from fer_features.data.formats import load_dataset
+    from fer_features.features.extract import extract_dataset
 
     rel, split = DATASETS[name]
     t = time.perf_counter()
@@ -44,11 +46,6 @@ def extract(name: str, data_root: Path, cache_dir) -> tuple[Path, float]:
         data = data.subset(np.array([r.split == split for r in data.records]))
     path = extract_dataset(data, cache_dir=cache_dir, progress=False)
     return path, time.perf_counter() - t
-
-
-def _with_ci(r: dict) -> str:
-    lo, hi = r["accuracy_ci"]
-    return f"{100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def main(argv=None) -> int:
@@ -66,14 +63,13 @@ def main(argv=None) -> int:
     import numpy as np
 
     from fer_features import evaluation as ev
-    from fer_features.cache import load_cache
-    from fer_features.reports import machine_info
+    from fer_features.features.cache import load_cache
 
     pairs = PAIRS if not a.pairs else [tuple(p.split(":")) for p in a.pairs.split(",")]
     for p in pairs:
         if len(p) != 2 or not set(p) <= set(DATASETS):
             ap.error(f"bad pair {':'.join(p)!r}: TRAIN:TEST with names among {', '.join(DATASETS)}")
-    t_all = time.perf_counter()
+    t_all = start_run()
     caches, extract_s = {}, {}
     # the small ones first: the rows that need only them are ready early
     for name in sorted({n for p in pairs for n in p}, key=list(DATASETS).index):
@@ -98,7 +94,7 @@ def main(argv=None) -> int:
         print(f"{SHOWN[tr]} -> {SHOWN[te]}: {100 * r['accuracy']:.1f} % (macro-F1 {100 * r['macro_f1']:.1f}), "
               f"n_train {r['n_train']}, n_test {r['n_test']} ({r['run_seconds']:.0f} s)"
               + (f"; center {100 * r['center']['accuracy']:.1f} %" if "center" in r else ""), flush=True)
-    wall = time.perf_counter() - t_all
+    wall = run_seconds(t_all)
 
     cmd = "python bench/cross_dataset.py" + (f" --clf {a.clf}" if a.clf != "linear_svm" else "") + (
         f" --pairs {a.pairs}" if a.pairs else "")
@@ -129,16 +125,14 @@ def main(argv=None) -> int:
     if not_run:
         md += ["Not in this file: " + "; ".join(f"{SHOWN[x]} -> {SHOWN[y]}" for x, y in not_run)
                + " (not run by this command; run it without --pairs for all six).", ""]
-    md += ["| train set | test set | classes used | dropped (train / test images) | n_train | n_test | "
-           "accuracy % | macro-F1 % | accuracy % center | macro-F1 % center | fit + predict s |",
-           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        dropped = ", ".join(f"{n} ({c['train']} / {c['test']})" for n, c in r["dropped_classes"].items()) or "-"
-        md.append(f"| {r['train_set']} | {r['test_set']} | {', '.join(r['labels'])} | {dropped} | {r['n_train']} | "
-                  f"{r['n_test']} | {_with_ci(r)} | {100 * r['macro_f1']:.1f} | "
-                  + (f"{_with_ci(r['center'])} | {100 * r['center']['macro_f1']:.1f} | "
-                     if "center" in r else "n/a | n/a | ")
-                  + f"{r['fit_seconds'] + r['predict_seconds']:.1f} |")
+    md += md_table(["train set", "test set", "classes used", "dropped (train / test images)", "n_train", "n_test",
+                    "accuracy %", "macro-F1 %", "accuracy % center", "macro-F1 % center", "fit + predict s"],
+                   "llll" + "r" * 7,
+                   ([r["train_set"], r["test_set"], ", ".join(r["labels"]),
+                     ", ".join(f"{n} ({c['train']} / {c['test']})" for n, c in r["dropped_classes"].items()) or "-",
+                     r["n_train"], r["n_test"], acc_ci(r), pct(r["macro_f1"]),
+                     *((acc_ci(r["center"]), pct(r["center"]["macro_f1"])) if "center" in r else ("n/a", "n/a")),
+                     f"{r['fit_seconds'] + r['predict_seconds']:.1f}"] for r in rows))
     md += ["", "Most predicted classes: the shares of the test images given the two classes the classifier predicts most "
            "(a model that collapses onto one or two classes under the change of dataset shows here; the full "
            "confusion matrices are in the JSON):", ""]
@@ -148,23 +142,16 @@ def main(argv=None) -> int:
         md.append(f"- {r['train_set']} -> {r['test_set']}: " + ", ".join(
             f"{r['labels'][k]} {100 * pred[k] / pred.sum():.0f} %" for k in top))
     md += ["", "Per-class accuracy % (test images of each class predicted right):", "",
-           "| train -> test | " + " | ".join(("angry", "contempt", "disgust", "fear", "happy", "neutral", "sad",
-                                              "surprise")) + " |", "|---|" + "---:|" * 8]
+           *md_table(["train -> test", *CLASSES], "l" + "r" * len(CLASSES))]
     for r in rows:
         pc = r["per_class_accuracy"]
-        md.append(f"| {r['train_set']} -> {r['test_set']} | " + " | ".join(
-            "" if pc.get(n) is None else f"{100 * pc[n]:.0f}" for n in
-            ("angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise")) + " |")
+        md.append(md_row([f"{r['train_set']} -> {r['test_set']}",
+                          *("" if pc.get(n) is None else pct(pc[n], 0) for n in CLASSES)]))
     md += ["", "Caches (in `./cache`): " + "; ".join(f"{SHOWN[n]} `{c.path.name}` ({len(c)} images)"
                                                      for n, c in caches.items()), ""]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(md))
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "wall_seconds": wall,
-                                                    "extract_seconds": extract_s,
-                                                    "results": [{k: v for k, v in r.items() if k != "predictions"}
-                                                                for r in rows]}, indent=1,
-                                                   default=str))
+    out = save_report(a.out, md, {"command": cmd, "wall_seconds": wall, "extract_seconds": extract_s,
+                                  "results": [{k: v for k, v in r.items() if k != "predictions"} for r in rows]},
+                      end="", echo=False)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
 

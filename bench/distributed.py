@@ -19,7 +19,6 @@ Writes ``--out`` (markdown) and the same name ``.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import load_average, machine_info, md_row, md_table, save_report  # before this folder leaves sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 # this file's own folder comes first on sys.path and its name would shadow the `distributed` package
@@ -41,8 +42,8 @@ def _quiet(msg: str) -> None:
 
 
 def extract_local(ds, kw) -> dict:
-    from fer_features.cache import load_cache
-    from fer_features.extract import extract_dataset
+    from fer_features.features.cache import load_cache
+    from fer_features.features.extract import extract_dataset
 
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
@@ -54,9 +55,9 @@ def extract_local(ds, kw) -> dict:
 
 
 def extract_cluster(cl, ds, kw, kill: bool = False) -> dict:
-    from fer_features.cache import CacheWriter, load_cache
-    from fer_features.distributed_extract import on_cluster
-    from fer_features.extract import extract_dataset
+    from fer_features.features.cache import CacheWriter, load_cache
+    from fer_features.distributed.extract import on_cluster
+    from fer_features.features.extract import extract_dataset
 
     real_add = CacheWriter.add_chunk
     killed: list = []
@@ -162,17 +163,16 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "distributed.md"))
     a = ap.parse_args()
 
-    from fer_features.cache import load_cache
-    from fer_features.cluster import Cluster
-    from fer_features.datasets import load_dataset
-    from fer_features.extract import extract_dataset
-    from fer_features.reports import machine_info
+    from fer_features.features.cache import load_cache
+    from fer_features.distributed.cluster import Cluster
+    from fer_features.data.formats import load_dataset
+    from fer_features.features.extract import extract_dataset
 
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t_all = time.perf_counter()
     ds = load_dataset(a.data)
     pick = lambda n: ds.subset(np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int))  # noqa: E731
-    load = os.getloadavg()
+    load = load_average("before")
     t = time.perf_counter()
     with Cluster("local:2") as cl:
         start_s = time.perf_counter() - t
@@ -186,10 +186,10 @@ def main() -> int:
         while cl.n_workers < 2 and time.time() < deadline:
             time.sleep(0.5)
         ck = load_cache(extract_dataset(ds, cache_dir=a.cache_dir, progress=False, log=_quiet))
-        from fer_features import classifiers as C
+        from fer_features.classify import presets as C
 
         comp = bench_compare(cl, ck, log, a.presets.split(",") if a.presets else list(C.PRESETS))
-    load_after = os.getloadavg()
+    load_after = load_average("after")
 
     def med(x):
         return float(np.median(x))
@@ -211,15 +211,17 @@ def main() -> int:
              "from the first shard submitted to the last shard's file, after all workers built their network at "
              "once). End to end: images / the whole `extract_dataset` call (network build, shard join; the "
              "cluster's workers keep their network after their first run, so their later runs build nothing).", "",
-             "| features | images | single img/s steady | cluster img/s steady | cluster / single | single img/s end to end | cluster img/s end to end | max abs feature difference | same rows in the same order |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             *md_table(["features", "images", "single img/s steady", "cluster img/s steady", "cluster / single",
+                        "single img/s end to end", "cluster img/s end to end", "max abs feature difference",
+                        "same rows in the same order"], "lrrrrrrrl")]
     verdicts = []
     for r in (default, resnet):
         ratio = med(r["cluster_steady_ips"]) / med(r["local_steady_ips"])
         verdicts.append((r["label"], ratio))
-        lines.append(f"| {r['label']} | {r['images']} | {med(r['local_steady_ips']):.2f} | "
-                     f"{med(r['cluster_steady_ips']):.2f} | **{100 * ratio:.0f} %** | {med(r['local_wall_ips']):.2f} | "
-                     f"{med(r['cluster_wall_ips']):.2f} | {r['max_abs_diff']:.1e} | {r['same_rows']} |")
+        lines.append(md_row([r["label"], r["images"], f"{med(r['local_steady_ips']):.2f}",
+                             f"{med(r['cluster_steady_ips']):.2f}", f"**{100 * ratio:.0f} %**",
+                             f"{med(r['local_wall_ips']):.2f}", f"{med(r['cluster_wall_ips']):.2f}",
+                             f"{r['max_abs_diff']:.1e}", r["same_rows"]]))
     lines += ["", "Per round (img/s, steady): " + "; ".join(
         f"{r['label']}: single {', '.join(f'{x:.2f}' for x in r['local_steady_ips'])}, cluster "
         f"{', '.join(f'{x:.2f}' for x in r['cluster_steady_ips'])}" for r in (default, resnet)) + ".", ""]
@@ -236,12 +238,11 @@ def main() -> int:
               "Everything a cluster run spends beyond reading, preprocessing and embedding: 2 x the run's work time "
               "minus the workers' busy time (scheduling, a worker idle at the end, writing the shard file) plus "
               "the client's join of the shards into the `.h5`.", "",
-              "| features | shards x size | overhead per shard s | of which shard write s | join s | share of the run |",
-              "|---|---|---:|---:|---:|---:|"]
-    for r in (default, resnet):
-        for o in r["overhead"]:
-            lines.append(f"| {r['label']} | {o['shards']} x {o['shard_size']} | {o['per_shard_seconds']:.2f} | "
-                         f"{o['write_per_shard']:.3f} | {o['join_seconds']:.2f} | {100 * o['share']:.1f} % |")
+              *md_table(["features", "shards x size", "overhead per shard s", "of which shard write s", "join s",
+                         "share of the run"], "llrrrr",
+                        ([r["label"], f"{o['shards']} x {o['shard_size']}", f"{o['per_shard_seconds']:.2f}",
+                          f"{o['write_per_shard']:.3f}", f"{o['join_seconds']:.2f}", f"{100 * o['share']:.1f} %"]
+                         for r in (default, resnet) for o in r["overhead"]))]
     per_shard = med([o["per_shard_seconds"] for o in default["overhead"]])
     spi = med([o["worker_seconds_per_image"] for o in default["overhead"]])
     lines += ["", f"Shard size: with {per_shard:.2f} s of overhead per shard (median, default features; it includes "
@@ -284,24 +285,21 @@ def main() -> int:
               f"with the overhead above ({per_shard:.2f} s each, spread over the workers), a client join at the "
               f"measured {1000 * join_per_row:.2f} ms per row (it is sequential, on the client), {default['dim']} "
               f"float32 features per image and CK+48's {image_bytes / 1e3:.1f} kB per image file.", "",
-              "| workers | projected time h | of which join h | features on disk GB (x2 while joining) | sent to the client, shared filesystem | sent to the client, --gather | sent to workers, --gather | read+write rate all workers MB/s |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in proj:
-        lines.append(f"| {p['workers']} | {p['hours']:.2f} | {p['join_hours']:.2f} | {p['features_gb']:.1f} | "
-                     f"{p['to_client_mb_shared_fs']:.1f} MB | {p['to_client_gb_gather']:.1f} GB | "
-                     f"{p['to_workers_gb_gather']:.1f} GB | {p['read_mb_s_all_workers']:.0f} |")
+              *md_table(["workers", "projected time h", "of which join h", "features on disk GB (x2 while joining)",
+                         "sent to the client, shared filesystem", "sent to the client, --gather",
+                         "sent to workers, --gather", "read+write rate all workers MB/s"], "r" * 8,
+                        ([p["workers"], f"{p['hours']:.2f}", f"{p['join_hours']:.2f}", f"{p['features_gb']:.1f}",
+                          f"{p['to_client_mb_shared_fs']:.1f} MB", f"{p['to_client_gb_gather']:.1f} GB",
+                          f"{p['to_workers_gb_gather']:.1f} GB", f"{p['read_mb_s_all_workers']:.0f}"] for p in proj))]
     lines += ["", "What limits it first: the client's sequential join (a copy of every feature into one `.h5`) is "
               "a fixed cost that does not shrink with workers, so from some tens of workers it dominates; then the "
               "shared filesystem's bandwidth (images in, shard files out; the last column), and with `--gather` the "
               "client's network link (every feature and image byte passes through it). The scheduler's task rate "
               "(about 4,000 shards for 1M images) is far from a limit.", ""]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
     strip = lambda r: {k: v for k, v in r.items() if k not in ("features", "paths") and not k.startswith("_")}  # noqa: E731
-    out.with_suffix(".json").write_text(json.dumps(
-        {"default": strip(default), "resnet50": strip(resnet), "plain": strip(plain), "killed": strip(killed), "compare": comp,
-         "projection": proj, "load_before": load, "load_after": load_after}, indent=1, default=str))
+    out = save_report(a.out, lines, {"default": strip(default), "resnet50": strip(resnet), "plain": strip(plain),
+                                     "killed": strip(killed), "compare": comp, "projection": proj,
+                                     "load_before": load, "load_after": load_after}, echo=False)
     print(out.read_text())
     return 0
 

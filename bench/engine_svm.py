@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import load_average, machine_info, md_table, pct, save_report
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,7 +28,7 @@ def main() -> None:
     from sklearn.model_selection import train_test_split
 
     from fer_features import evaluation as ev
-    from fer_features.cache import load_cache
+    from fer_features.features.cache import load_cache
 
     cache = load_cache(a.cache)
     y = cache.labels
@@ -42,6 +44,7 @@ def main() -> None:
     else:
         splits, info = ev.make_splits("group-kfold", y, cache.subjects, folds=5)
     X = cache.features.astype(np.float32)
+    load_average("before")
     rows = []
     for name in a.clf.split(","):
         res = {}
@@ -53,23 +56,20 @@ def main() -> None:
                   f"predict {r['predict_seconds']:.2f} s  (wall {time.perf_counter() - t:.1f} s)", flush=True)
         s, x = res["sklearn"], res["sklearnex"]
         rows.append((name, s, x))
-    from fer_features.reports import machine_info
+    load_average("after")
 
     md = ["# SVM engines: stock scikit-learn vs scikit-learn-intelex", "",
           f"Command: `python bench/engine_svm.py --cache {Path(a.cache).name} --rows {a.rows} --test-rows {a.test_rows}`",
           f"Machine: {machine_info([('sklearn', 'scikit-learn'), ('sklearnex', 'scikit-learn-intelex')])}; "
           "one process, folds sequential.",
           f"Protocol: {info['description']}; features {X.shape[1]}-d from {cache.settings.get('backbone')}.", "",
-          "| classifier | stock acc % | sklearnex acc % | stock fit s | sklearnex fit s | fit speed-up | stock predict s | sklearnex predict s | predict speed-up |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, s, x in rows:
-        md.append(f"| {name} | {100 * s['accuracy']:.2f} | {100 * x['accuracy']:.2f} | {s['fit_seconds']:.2f} | "
-                  f"{x['fit_seconds']:.2f} | {s['fit_seconds'] / max(x['fit_seconds'], 1e-9):.1f}x | "
-                  f"{s['predict_seconds']:.2f} | {x['predict_seconds']:.2f} | "
-                  f"{s['predict_seconds'] / max(x['predict_seconds'], 1e-9):.1f}x |")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+          *md_table(["classifier", "stock acc %", "sklearnex acc %", "stock fit s", "sklearnex fit s", "fit speed-up",
+                     "stock predict s", "sklearnex predict s", "predict speed-up"], "l" + "r" * 8,
+                    ([name, pct(s["accuracy"], 2), pct(x["accuracy"], 2), f"{s['fit_seconds']:.2f}",
+                      f"{x['fit_seconds']:.2f}", f"{s['fit_seconds'] / max(x['fit_seconds'], 1e-9):.1f}x",
+                      f"{s['predict_seconds']:.2f}", f"{x['predict_seconds']:.2f}",
+                      f"{s['predict_seconds'] / max(x['predict_seconds'], 1e-9):.1f}x"] for name, s, x in rows))]
+    save_report(a.out, md)
 
 
 if __name__ == "__main__":

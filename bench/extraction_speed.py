@@ -13,7 +13,6 @@ Random weights for the Keras backbones (timing does not depend on them); ImageNe
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import best_of, machine_info, md_table, run_seconds, save_report, start_run
 
 BACKBONES = [("efficientnet_lite0", "imagenet"), ("mobilenet_v2", "random"), ("resnet50", "random")]
 SIZES = [96, 160, 224]
@@ -32,8 +33,9 @@ def _one(args) -> dict:
     # defaults add the Haar face crop and the flip average (two forward passes) to both raw and pipeline
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from fer_features.datasets import load_dataset
-    from fer_features.extract import WHOLE_IMAGE, FeatureExtractor, extract_dataset
+    from fer_features.data.formats import load_dataset
+    from fer_features.features.extractor import WHOLE_IMAGE, FeatureExtractor
+    from fer_features.features.extract import extract_dataset
 
     opts = {} if product_defaults else WHOLE_IMAGE
 
@@ -45,11 +47,7 @@ def _one(args) -> dict:
     build = time.perf_counter() - t
     ready, _ = fx.prepare([ds.load_image(i) for i in range(len(ds))])
     fx.embed(ready[:batch])  # warm-up (graph tracing)
-    raw = float("inf")
-    for _ in range(3):  # best of 3: short runs on a shared 2-core machine are noisy
-        t = time.perf_counter()
-        fx.embed(ready)
-        raw = min(raw, time.perf_counter() - t)
+    raw = best_of(lambda: fx.embed(ready), 3, warmup=False)  # best of 3: short runs on 2 shared cores are noisy
     import h5py
 
     pipe, pipe_build, pipe_wall = float("inf"), 0.0, 0.0
@@ -87,14 +85,13 @@ def main(argv=None) -> int:
                     help="skip the extra row with the product's default Haar crop and flip average")
     ap.add_argument("--out", default="bench/results/extraction_speed.md")
     a = ap.parse_args(argv)
-    from fer_features.reports import machine_info
 
     weights = dict(BACKBONES)
     jobs = [(b, weights.get(b, "random"), int(s), a.data, a.n, a.batch_size, False)
             for b in a.backbones.split(",") for s in a.sizes.split(",")]
     if not a.no_defaults_row:  # the product's default extraction, default backbone and size
         jobs.append((BACKBONES[0][0], BACKBONES[0][1], 224, a.data, a.n, a.batch_size, True))
-    t0 = time.perf_counter()
+    t0 = start_run()
     rows = []
     ctx = mp.get_context("spawn")
     for job in jobs:
@@ -104,7 +101,7 @@ def main(argv=None) -> int:
         print(f"{r['backbone']:<18} {r['size']:>4}px  raw {r['raw_ips']:7.1f} img/s  pipeline {r['pipeline_ips']:7.1f} "
               f"img/s  ({100 * r['ratio']:.0f} % of raw)  hit {r['cache_hit_s']:.3f} s  peak {r['peak_rss_mib']:.0f} MiB",
               flush=True)
-    wall = time.perf_counter() - t0
+    wall = run_seconds(t0)
     md = ["# Extraction speed: raw network forward vs the full `extract` pipeline", "",
           f"Command: `python bench/extraction_speed.py --n {a.n}` ({Path(a.data).name} images; run time {wall:.0f} s)",
           f"Machine: {machine_info([('tensorflow', 'TensorFlow')])}; TF intra-op threads: default ({os.cpu_count()}).",
@@ -115,18 +112,15 @@ def main(argv=None) -> int:
           "product's default extraction (Haar face crop + flip average): its raw rate includes both forward "
           "passes, its pipeline the face detection. Cached re-run: the identical call again, "
           "wall time (it loads no model).", "",
-          "| backbone | input | features | raw img/s | pipeline img/s | pipeline / raw | model build s | cached re-run s | peak RSS MiB |",
-          "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        md.append(f"| {r['backbone']} ({r['weights']}) | {r['size']} | {r['settings']} ({r['dim']}-d) | "
-                  f"{r['raw_ips']:.1f} | {r['pipeline_ips']:.1f} | {100 * r['ratio']:.0f} % | {r['model_build_s']:.1f} | "
-                  f"{r['cache_hit_s']:.3f} | {r['peak_rss_mib']:.0f} |")
+          *md_table(["backbone", "input", "features", "raw img/s", "pipeline img/s", "pipeline / raw", "model build s",
+                     "cached re-run s", "peak RSS MiB"], "lrlrrrrrr",
+                    ([f"{r['backbone']} ({r['weights']})", r["size"], f"{r['settings']} ({r['dim']}-d)",
+                      f"{r['raw_ips']:.1f}", f"{r['pipeline_ips']:.1f}", f"{100 * r['ratio']:.0f} %",
+                      f"{r['model_build_s']:.1f}", f"{r['cache_hit_s']:.3f}", f"{r['peak_rss_mib']:.0f}"]
+                     for r in rows))]
     worst = min((r for r in rows if not r["product_defaults"]), key=lambda r: r["ratio"])
     md += ["", f"Lowest pipeline/raw ratio: {worst['backbone']} at {worst['size']} px, {100 * worst['ratio']:.0f} %."]
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(md) + "\n")
-    Path(a.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print("\n".join(md))
+    save_report(a.out, md, rows)
     return 0
 
 

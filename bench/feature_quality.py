@@ -12,12 +12,13 @@ test images (paired cluster bootstrap over subjects): which differences are with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from fer_features.extract import WHOLE_IMAGE
+from _common import diff_ci, machine_info, md_row, md_table, pct, run_seconds, save_report, start_run, with_ci
+
+from fer_features.features.extractor import WHOLE_IMAGE
 
 # (row label, extract options). The DEFAULT row is what `extract` does with no options; every other row
 # spells out its crop and flip so that it keeps its meaning whatever the defaults are.
@@ -96,7 +97,7 @@ def _same_crop_row(table, configs, ds, pred) -> int | None:
 def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
     """JAFFE LOSO with several classifiers: the default row against the best HOG and LBP rows (by linear SVM)."""
     from fer_features import evaluation as ev
-    from fer_features.cache import load_cache
+    from fer_features.features.cache import load_cache
 
     picks = [("default", _default_row(table, configs, "jaffe")),
              ("best HOG", _best(table, configs, "jaffe", "none", is_hog)[1]),
@@ -114,9 +115,8 @@ def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
             accs[(i, clf)] = r["accuracy_pooled"]
     out = ["", "## Other classifiers (JAFFE LOSO, no identity normalisation)", "",
            "The same rows with other presets, same folds (rows picked above by `linear_svm`):", "",
-           "| row | " + " | ".join(OTHER_CLASSIFIERS) + " |", "|---|" + "---:|" * len(OTHER_CLASSIFIERS)]
-    for n, i in picks:
-        out.append(f"| {n} (row {i}) | " + " | ".join(f"{100 * accs[(i, c)]:.1f}" for c in OTHER_CLASSIFIERS) + " |")
+           *md_table(["row", *OTHER_CLASSIFIERS], "l" + "r" * len(OTHER_CLASSIFIERS),
+                     ([f"{n} (row {i})", *(pct(accs[(i, c)]) for c in OTHER_CLASSIFIERS)] for n, i in picks))]
     d = picks[0][1]
     for n, h in picks[1:]:
         if n.startswith("HOG") or n == "best HOG":
@@ -127,7 +127,7 @@ def _other_classifiers(table, configs, is_hog, engine) -> list[str]:
 
 def _vs_default(results, table, configs) -> dict[tuple[int, str], dict]:
     """Paired test of every row against the DEFAULT row of its dataset (same images and folds)."""
-    from fer_features.stats import paired_test
+    from fer_features.evaluation.stats import paired_test
 
     out = {}
     for ds, _, _ in DATASETS:
@@ -166,8 +166,7 @@ def _noise_lines(tests, table, configs) -> list[str]:
                    f"significantly better: {fmt(better)}; significantly worse: {fmt(worse)}.")
         for i in better:
             t = tests[(i, ds)]
-            out.append(f"  - row {i} ({labels[i]}): {100 * t['diff']:+.1f} points "
-                       f"[{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}], p {t['p']:.3f}.")
+            out.append(f"  - row {i} ({labels[i]}): {diff_ci(t, 'points')}, p {t['p']:.3f}.")
     return out
 
 
@@ -182,11 +181,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from fer_features import evaluation as ev
-    from fer_features.cache import load_cache
-    from fer_features.extract import extract_dataset
-    from fer_features.reports import machine_info
+    from fer_features.features.cache import load_cache
+    from fer_features.features.extract import extract_dataset
 
-    t_all = time.perf_counter()
+    t_all = start_run()
     configs = list(enumerate(CONFIGS, 1))
     if a.only:
         keep = {int(x) for x in a.only.split(",")}
@@ -214,7 +212,7 @@ def main(argv=None) -> int:
             print(f"{ds:<9} {i:>2} {label:<58} {row['dim']:>6}-d  " +
                   "  ".join(f"{n} {100 * row[n]:5.1f}" for n in norms) + f"  ({time.perf_counter() - t:.0f} s)",
                   flush=True)
-    wall = time.perf_counter() - t_all
+    wall = run_seconds(t_all)
 
     md = ["# Feature quality: classical descriptors vs frozen CNN features, subject-independent", "",
           f"Command: `python bench/feature_quality.py --clf {a.clf}` (from a clean clone, `../shared/datasets` beside it)",
@@ -234,23 +232,19 @@ def main(argv=None) -> int:
           "whole image where no face is found. MTCNN: the `mtcnn` package's box; eye-aligned: rotated about the "
           "eyes' midpoint so that MTCNN's eye landmarks are level. flip-average: features averaged with the mirror "
           "image's.", "",
-          "| # | features | dim | JAFFE LOSO | p vs default | JAFFE center | JAFFE neutral | CK+48 10-fold | "
-          "p vs default | CK+48 center |",
-          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          *md_table(["#", "features", "dim", "JAFFE LOSO", "p vs default", "JAFFE center", "JAFFE neutral",
+                     "CK+48 10-fold", "p vs default", "CK+48 center"], "rl" + "r" * 8)]
 
     def cell(i, ds, norm):
         r = table.get((i, ds))
-        if r is None or norm not in r:
-            return ""
-        lo, hi = r[f"{norm}_ci"]
-        return f"{100 * r[norm]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return "" if r is None or norm not in r else with_ci(r[norm], r[f"{norm}_ci"])
 
     tests = _vs_default(results, table, configs)
     for i, (label, _) in configs:
         dim = (table.get((i, "jaffe")) or table.get((i, "ckplus48")) or {}).get("dim", "")
-        md.append(f"| {i} | {label} | {dim} | {cell(i, 'jaffe', 'none')} | {_p_cell(tests.get((i, 'jaffe')))} | "
-                  f"{cell(i, 'jaffe', 'center')} | {cell(i, 'jaffe', 'neutral')} | {cell(i, 'ckplus48', 'none')} | "
-                  f"{_p_cell(tests.get((i, 'ckplus48')))} | {cell(i, 'ckplus48', 'center')} |")
+        md.append(md_row([i, label, dim, cell(i, "jaffe", "none"), _p_cell(tests.get((i, "jaffe"))),
+                          cell(i, "jaffe", "center"), cell(i, "jaffe", "neutral"), cell(i, "ckplus48", "none"),
+                          _p_cell(tests.get((i, "ckplus48"))), cell(i, "ckplus48", "center")]))
     md += _noise_lines(tests, table, configs)
 
     # goals of issue 4, checked on the numbers above
@@ -302,11 +296,7 @@ def main(argv=None) -> int:
         lines.append(f"- Images with no face found by MTCNN (whole image kept): {', '.join(mtcnn)}.")
     md += lines
     md += _other_classifiers(table, configs, is_hog, a.engine)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(md) + "\n")
-    Path(a.out).with_suffix(".json").write_text(json.dumps(
-        {f"{i}:{ds}": r for (i, ds), r in table.items()}, indent=1, default=str))
-    print("\n".join(md))
+    save_report(a.out, md, {f"{i}:{ds}": r for (i, ds), r in table.items()})
     print(f"\nwrote {a.out} in {wall / 60:.1f} min", file=sys.stderr)
     return 0
 

@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from _common import acc_ci, diff_ci, load_average, machine_info, md_row, md_table, pct, save_report
+
 RESULTS = Path("bench/results/fer2013")
 FROZEN_CLF = ["cubic_svm", "quadratic_svm", "linear_svm", "narrow_nn", "medium_nn", "wide_nn", "bilayered_nn",
               "trilayered_nn", "logreg"]
@@ -67,11 +69,7 @@ def load_results(path: Path = RESULTS) -> dict[str, Any]:
 
 def save_results(res: dict[str, Any], path: Path = RESULTS) -> None:
     """Write the JSON (atomically) and the markdown made from it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1, default=str))
-    tmp.replace(path.with_suffix(".json"))
-    path.with_suffix(".md").write_text(markdown(res))
+    save_report(path.with_suffix(".md"), markdown(res), res, end="", echo=False)
 
 
 def command() -> str:
@@ -79,8 +77,6 @@ def command() -> str:
 
 
 def _machine() -> str:
-    from fer_features.reports import machine_info
-
     return machine_info([("tensorflow", "TensorFlow"), ("keras", "Keras"), ("sklearn", "scikit-learn")])
 
 
@@ -93,19 +89,15 @@ def summary(r: dict) -> dict[str, Any]:
     return {k: r[k] for k in keep if k in r}
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _ci(r: dict) -> str:
-    ci = r.get("accuracy_ci")
-    return f"{_pct(r['accuracy'])} [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else _pct(r["accuracy"])
-
-
 def _test_line(t: dict | None) -> str:
-    if not t:
-        return "-"
-    return f"{100 * t['diff']:+.1f} [{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}], p {t['p']:.3g}"
+    return f"{diff_ci(t)}, p {t['p']:.3g}" if t else "-"
+
+
+def _done(a, part: str, key: str, done: bool) -> bool:
+    """Whether the part's result is there already (and no --force): then say so."""
+    if done and not a.force:
+        print(f"{part} {key}: done (in {RESULTS}.json); --force to redo", file=sys.stderr)
+    return done and not a.force
 
 
 # -- frozen -----------------------------------------------------------------------------------------------
@@ -142,16 +134,16 @@ def kept_results(cache, path: Path, clfs: list[str], protocol: str, folder: Path
 
 
 def part_frozen(a, res: dict) -> None:
-    from fer_features.cache import load_cache
-    from fer_features.datasets import load_dataset
-    from fer_features.duplicates import accuracy_without, find_duplicates
-    from fer_features.extract import extract_dataset
-    from fer_features.reports import write_report
-    from fer_features.stats import mark_vs_best, paired_test
+    from fer_features.features.cache import load_cache
+    from fer_features.data.formats import load_dataset
+    from fer_features.evaluation.leakage import accuracy_without
+    from fer_features.data.duplicates import find_duplicates
+    from fer_features.features.extract import extract_dataset
+    from fer_features.reporting.tables import write_report
+    from fer_features.evaluation.stats import mark_vs_best, paired_test
 
     key = f"{a.image_size}px"
-    if key in res["frozen"] and not a.force:
-        print(f"frozen {key}: done (in {RESULTS}.json); --force to redo", file=sys.stderr)
+    if _done(a, "frozen", key, key in res["frozen"]):
         return
     t0 = time.perf_counter()
     clfs = [c.strip() for c in a.clf.split(",")] if a.clf else FROZEN_CLF
@@ -214,13 +206,12 @@ def finetune_key(a) -> str:
 
 
 def part_finetune(a, res: dict) -> None:
-    from fer_features import finetune as F
-    from fer_features.augment import parse_augment
-    from fer_features.datasets import load_dataset
+    from fer_features.finetune import train as F
+    from fer_features.features.augment import parse_augment
+    from fer_features.data.formats import load_dataset
 
     key = finetune_key(a)
-    if key in res["finetune"] and not a.force:
-        print(f"finetune {key}: done (in {RESULTS}.json); --force to redo", file=sys.stderr)
+    if _done(a, "finetune", key, key in res["finetune"]):
         return
     t0 = time.perf_counter()
     ds = load_dataset(a.data)
@@ -265,22 +256,21 @@ def _best_model(res: dict) -> str | None:
 
 
 def part_transfer(a, res: dict) -> None:
-    from fer_features.cache import load_cache
-    from fer_features.duplicates import accuracy_without
-    from fer_features.extract import extract_dataset
-    from fer_features.merge import merge_caches
-    from fer_features.stats import paired_test
+    from fer_features.features.cache import load_cache
+    from fer_features.evaluation.leakage import accuracy_without
+    from fer_features.features.extract import extract_dataset
+    from fer_features.features.merge import merge_caches
+    from fer_features.evaluation.stats import paired_test
 
     model = a.model or _best_model(res)
     if not model:
         raise SystemExit("transfer: no fine-tuned FER2013 model; run --part finetune first or pass --model")
-    from fer_features.keras_backbone import describe
+    from fer_features.backbones.keras_file import describe
 
     mid = describe(model)["id"]
     done = res["transfer"].get(mid, {}).get("datasets", {})
     sets = [t for t in TRANSFER_SETS if not a.sets or t[0] in a.sets.split(",")]
-    if all(t[0] in done for t in sets) and not a.force:
-        print(f"transfer with {mid}: done (in {RESULTS}.json); --force to redo", file=sys.stderr)
+    if _done(a, "transfer with", mid, all(t[0] in done for t in sets)):
         return
     t0 = time.perf_counter()
     out: dict[str, Any] = res["transfer"].get(mid) or {"model": model, "datasets": {}, "seconds": 0.0}
@@ -300,8 +290,8 @@ def part_transfer(a, res: dict) -> None:
         folder = Path(a.cache_dir) / "bench-fer2013" / ("frozen" if protocol == "official" else protocol)
         copies = None
         if protocol == "official":  # PrivateTest images with a pixel-identical copy in Training
-            from fer_features.datasets import load_dataset
-            from fer_features.duplicates import find_duplicates
+            from fer_features.data.formats import load_dataset
+            from fer_features.data.duplicates import find_duplicates
 
             copies = find_duplicates(load_dataset(data), progress=False).test_with_train_copy
         for label, path in feats.items():
@@ -341,7 +331,7 @@ def _summary(res: dict) -> list[str]:
                         ("fine-tuned network reused as a frozen backbone", reused)):
         if rows:
             r, where = max(rows, key=lambda x: x[0]["accuracy"])
-            out.append(f"* best {label}: **{_ci(r)} %** ({r['classifier']}; {where})")
+            out.append(f"* best {label}: **{acc_ci(r)} %** ({r['classifier']}; {where})")
     return (["## Summary (PrivateTest accuracy, 95 % CI)", "", *out, ""]) if out else []
 
 
@@ -367,16 +357,16 @@ def markdown(res: dict) -> str:
                f"copy in Training ({d['test_with_train_copy_other_label']} of them labelled differently there); "
                f"{d['duplicate_groups']} groups of identical images in all FER2013 ({d['duplicate_images']} copies "
                f"beyond the first, {d['conflicting_groups']} groups with differing labels).", "",
-               "| features | classifier | accuracy % [95 % CI] | vs best of its features | without the "
-               f"{d['test_with_train_copy']} copies % [95 % CI] | macro-F1 % | fit s | predict s |",
-               "|---|---|---:|---|---:|---:|---:|---:|"]
+               *md_table(["features", "classifier", "accuracy % [95 % CI]", "vs best of its features",
+                          f"without the {d['test_with_train_copy']} copies % [95 % CI]", "macro-F1 %", "fit s",
+                          "predict s"], "llrlrrrr")]
         for r in f["rows"]:
             vb = r.get("vs_best") or {}
             mark = "best" if vb.get("mark") == "best" else (f"{vb.get('mark') or ''} p {vb['p']:.3g}"
                                                            if vb.get("p") is not None else "-")
             w = r["without_train_copies"]
-            md.append(f"| {r['setup']} | {r['classifier']} | {_ci(r)} | {mark} | {_ci(w)} | {_pct(r['macro_f1'])} | "
-                      f"{r['fit_seconds']:.0f} | {r['predict_seconds']:.1f} |")
+            md.append(md_row([r["setup"], r["classifier"], acc_ci(r), mark, acc_ci(w), pct(r["macro_f1"]),
+                              f"{r['fit_seconds']:.0f}", f"{r['predict_seconds']:.1f}"]))
         md += ["", "vs best: paired test against the best classifier on the same features and test images (exact "
                "McNemar); '~' not distinguishable (p >= 0.05). Intervals: bootstrap over test images.", "",
                "Haar crop minus whole image, same classifier (paired, exact McNemar; interval: paired bootstrap):", ""]
@@ -385,14 +375,15 @@ def markdown(res: dict) -> str:
     if res.get("finetune"):
         md += ["## Fine-tuning (official protocol: train Training, early stopping and model choice on PublicTest, "
                "test PrivateTest)", "",
-               "| run | accuracy % [95 % CI] | macro-F1 % | epochs (per phase) | best val. acc. % | training | "
-               "ms / train image / epoch | ms / test image | command |", "|---|---:|---:|---|---:|---:|---:|---:|---|"]
+               *md_table(["run", "accuracy % [95 % CI]", "macro-F1 %", "epochs (per phase)", "best val. acc. %",
+                          "training", "ms / train image / epoch", "ms / test image", "command"], "lrrlrrrrl")]
         for key, f in res["finetune"].items():
             r, ph = f["result"], f["phases"]
-            md.append(f"| {key}{' (quick check: ' + str(f['limit']) + ' random images per split)' if f.get('limit') else ''} "
-                      f"| {_ci(r)} | {_pct(r['macro_f1'])} | {', '.join(p['phase'] + ' ' + str(p['epochs_run']) for p in ph)} | "
-                      f"{_pct(ph[-1]['best_val_accuracy'])} | {f['train_seconds'] / 60:.0f} min | "
-                      f"{f['ms_per_train_image_epoch']:.1f} | {f['ms_per_test_image']:.2f} | `{f['command']}` |")
+            md.append(md_row([key + (f" (quick check: {f['limit']} random images per split)" if f.get("limit") else ""),
+                              acc_ci(r), pct(r["macro_f1"]), ", ".join(f"{p['phase']} {p['epochs_run']}" for p in ph),
+                              pct(ph[-1]["best_val_accuracy"]), f"{f['train_seconds'] / 60:.0f} min",
+                              f"{f['ms_per_train_image_epoch']:.1f}", f"{f['ms_per_test_image']:.2f}",
+                              f"`{f['command']}`"]))
         cfgs = {json.dumps({k: v for k, v in f["config"].items()
                             if k not in ("mode", "image_size", "epochs", "head_epochs", "patience")}, sort_keys=True)
                 for f in res["finetune"].values()}
@@ -410,13 +401,12 @@ def markdown(res: dict) -> str:
                    + (", ".join(f"{k} {v}" for k, v in opts["tuned"].items()) if opts.get("tuned") else "defaults")
                    + "; caches " + ", ".join(f"`{c}`" for c in d["caches"].values())
                    + f". Classifiers: {d.get('seconds', 0):.0f} s (extraction and merge not included).", "",
-                   "| features | classifier | dim | accuracy % [95 % CI] | minus default, paired [95 % CI], p | "
-                   "without test images copied in training % [95 % CI] |",
-                   "|---|---|---:|---:|---|---:|"]
-            for r in d["rows"]:
-                w = r.get("without_train_copies")
-                md.append(f"| {r['features_label']} | {r['classifier']} | {r['dim']} | {_ci(r)} | "
-                          f"{_test_line(r.get('vs_default'))} | {_ci(w) if w else '-'} |")
+                   *md_table(["features", "classifier", "dim", "accuracy % [95 % CI]",
+                              "minus default, paired [95 % CI], p",
+                              "without test images copied in training % [95 % CI]"], "llrrlr",
+                             ([r["features_label"], r["classifier"], r["dim"], acc_ci(r),
+                               _test_line(r.get("vs_default")), acc_ci(r["without_train_copies"])
+                               if r.get("without_train_copies") else "-"] for r in d["rows"]))]
             md.append("")
         md += ["Paired tests on the same folds and test images: cluster bootstrap over subjects where subjects are "
                "known (JAFFE, CK+48), exact McNemar on FER2013's one split.", ""]
@@ -453,6 +443,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     out = RESULTS = Path(a.out)
     res = load_results(out)
+    load_average("before")
     if a.part == "frozen":
         a.image_size = a.image_size or 112
         part_frozen(a, res)
@@ -461,6 +452,7 @@ def main(argv=None) -> None:
         part_finetune(a, res)
     elif a.part == "transfer":
         part_transfer(a, res)
+    load_average("after")
     save_results(res, out)
     print(out.with_suffix(".md").read_text())
 

@@ -13,11 +13,12 @@ full-size run (224 px, FER2013's 28,709 training images) would cost here, from t
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import machine_info, md_table, pct, run_seconds, save_report, start_run
 
 
 def main() -> None:
@@ -31,12 +32,12 @@ def main() -> None:
     a = ap.parse_args()
 
     from fer_features import evaluation as ev
-    from fer_features import finetune as F
-    from fer_features.cache import load_cache
-    from fer_features.extract import WHOLE_IMAGE, extract_dataset
-    from fer_features.reports import machine_info
+    from fer_features.finetune import train as F
+    from fer_features.features.cache import load_cache
+    from fer_features.features.extractor import WHOLE_IMAGE
+    from fer_features.features.extract import extract_dataset
 
-    t_all = time.perf_counter()
+    t_all = start_run()
     rows = []
     for size in (224, a.image_size):
         cache = load_cache(extract_dataset(a.data, image_size=size, progress=False, **WHOLE_IMAGE))
@@ -55,7 +56,7 @@ def main() -> None:
     t = time.perf_counter()
     ft = F.run(a.data, cfg, "group-kfold", folds=a.folds, progress=False)
     ft_wall = time.perf_counter() - t
-    from fer_features.datasets import load_dataset
+    from fer_features.data.formats import load_dataset
 
     assert load_dataset(a.data).rel_paths() == [str(p) for p in frozen_paths], "row order differs"
     rows.append((f"fine-tuned efficientnet_lite0, mode top, {a.image_size} px", ft, f"{ft_wall:.0f} s in all"))
@@ -66,7 +67,7 @@ def main() -> None:
     img_epochs = sum(h["n_train"] * sum(e) for h, e in zip(ft["training_history"], epochs))
     per_img_epoch = ft["fit_seconds"] / img_epochs
     full = per_img_epoch * (224 / a.image_size) ** 2 * 28709 * 2 * a.epochs
-    total = time.perf_counter() - t_all
+    total = run_seconds(t_all)
 
     md = ["# Fine-tuned vs frozen efficientnet_lite0 on JAFFE (subject-grouped folds)", "",
           f"Command: `python bench/finetune_jaffe.py --image-size {a.image_size} --folds {a.folds} "
@@ -77,26 +78,20 @@ def main() -> None:
           f"{cfg.batch_size}; up to {cfg.epochs} epochs per phase, early stopping (patience {cfg.patience}) on "
           "val accuracy of a subject-held-out 15 % of each fold's training part, best weights restored; "
           "augmentation on the fly (rotation 10°, shift 0.1, zoom 0.1, flip), training images only.", "",
-          "| model | accuracy % (pooled over folds ± fold std) | macro-F1 % | time |", "|---|---:|---:|---|"]
-    for name, r, when in rows:
-        md.append(f"| {name} | {100 * r['accuracy']:.1f} ± {100 * r['accuracy_std']:.1f} | "
-                  f"{100 * r['macro_f1']:.1f} | {when} |")
+          *md_table(["model", "accuracy % (pooled over folds ± fold std)", "macro-F1 %", "time"], "lrrl",
+                    ([name, f"{pct(r['accuracy'])} ± {pct(r['accuracy_std'])}", pct(r["macro_f1"]), when]
+                     for name, r, when in rows))]
     md += ["", f"Epochs run per fold (head, top): {epochs}.",
            f"Measured fine-tuning cost here: {1000 * per_img_epoch:.1f} ms per training image per epoch at "
            f"{a.image_size} px (both phases, 2 CPU cores).",
            f"A full-size run, 224 px on FER2013's 28,709 training images, {a.epochs} + {a.epochs} epochs, would "
            f"take about {full / 3600:.1f} h on this machine (pixels scale the cost by (224/{a.image_size})^2; "
            "an estimate from the measured rate, not a measurement)."]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"rows": [{"model": n, "result": {k: v for k, v in r.items()
-                                                                                     if k != "training_history"},
-                                                              "time": w} for n, r, w in rows],
-                                                    "epochs_run": epochs, "seconds_per_image_epoch": per_img_epoch,
-                                                    "full_size_estimate_hours": full / 3600, "seconds": total},
-                                                   indent=1, default=str))
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    save_report(Path(a.out).with_suffix(".md"), md, {
+        "rows": [{"model": n, "result": {k: v for k, v in r.items() if k != "training_history"}, "time": w}
+                 for n, r, w in rows],
+        "epochs_run": epochs, "seconds_per_image_epoch": per_img_epoch, "full_size_estimate_hours": full / 3600,
+        "seconds": total})
 
 
 if __name__ == "__main__":

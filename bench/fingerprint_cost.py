@@ -13,20 +13,11 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from _common import best_of, load_average, machine_info, md_table, save_report
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def best_of(fn, k: int = 3) -> float:
-    fn()  # warm-up: file pages cached, as for any repeated run
-    out = float("inf")
-    for _ in range(k):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
-    return out
 
 
 def stat_only(ds) -> None:
@@ -42,16 +33,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench/results/fingerprint_cost.md")
     a = ap.parse_args(argv)
 
-    from fer_features.cache import load_cache
-    from fer_features.datasets import load_dataset
-    from fer_features.extract import extract_dataset
-    from fer_features.reports import machine_info
+    from fer_features.features.cache import load_cache
+    from fer_features.data.formats import load_dataset
+    from fer_features.features.extract import extract_dataset
 
+    load_average("before")
     rows = []
     for name in ("jaffe", "ckplus48", "fer2013/fer2013.csv.gz"):
         ds = load_dataset(Path(a.root) / name)
         n = len(ds)  # FER2013: parses the CSV once, outside the timings
-        fp = best_of(ds.fingerprint)
+        fp = best_of(ds.fingerprint)  # after a warm-up: file pages cached, as for any repeated run
         st = best_of(lambda: stat_only(ds))
         sub = ds.subset(range(min(a.n, n)))
         with tempfile.TemporaryDirectory() as tmp:
@@ -60,19 +51,20 @@ def main(argv=None) -> int:
         rows.append((name.split("/")[0], n, fp, st, per_image, fp / (n * per_image)))
         print(f"{rows[-1][0]}: {n} images, fingerprint {fp:.3f} s, stat-only {st:.4f} s, extract "
               f"{1000 * per_image:.1f} ms/image -> {100 * rows[-1][5]:.2f} % of a full extraction", flush=True)
+    load_average("after")
 
     md = ["# Content fingerprint against extraction", "",
           f"Command: `python bench/fingerprint_cost.py --n {a.n}`", f"Machine: {machine_info()}.", "",
           "Fingerprint: BLAKE2b of every file's bytes (4 threads), best of 3 after a warm-up. Extraction: the "
           f"default `extract` (Haar crop, block4c_add grid7, flip average) on the first {a.n} images, its "
           "`extract_seconds` (model build excluded).", "",
-          "| dataset | images | fingerprint s | stat-only s | extract ms/image | fingerprint / full extraction |",
-          "|---|---:|---:|---:|---:|---:|"]
-    md += [f"| {d} | {n} | {fp:.3f} | {st:.4f} | {1000 * pi:.1f} | {100 * sh:.2f} % |"
-           for d, n, fp, st, pi, sh in rows]
+          *md_table(["dataset", "images", "fingerprint s", "stat-only s", "extract ms/image",
+                     "fingerprint / full extraction"], "lrrrrr",
+                    ([d, n, f"{fp:.3f}", f"{st:.4f}", f"{1000 * pi:.1f}", f"{100 * sh:.2f} %"]
+                     for d, n, fp, st, pi, sh in rows))]
     md += ["", "A full hash is well under a few percent of extraction on every set, so the fingerprint does not "
            "sample."]
-    Path(a.out).write_text("\n".join(md) + "\n")
+    save_report(a.out, md, echo=False)
     print(f"written: {a.out}", file=sys.stderr)
     return 0
 

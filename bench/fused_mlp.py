@@ -14,34 +14,27 @@ far rounding alone moves an L-BFGS fit's accuracy, within each engine and betwee
 from __future__ import annotations
 
 import argparse
-import json
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+# bench/ (this file's folder) is on sys.path when run as a script
+from _common import best_of, machine_info, md_row, md_table, pct, quiet_timed, run_seconds, save_report, start_run
+from classifier_scaling import fer2013_args, fer2013_features
+
 
 def best_ms(f, k=10) -> float:
     """Milliseconds of the fastest of ``k`` calls of ``f``, after one warm-up call."""
-    f()
-    ts = []
-    for _ in range(k):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return 1000 * min(ts)
+    return 1000 * best_of(f, k)
 
 
 def started_net(name, X, y):
     """(net, standardised X, one-hot Y) for preset ``name`` after 2 L-BFGS steps on (X, y): the preset's
     initialisation, with weights in X's dtype as scikit-learn holds them during a fit (float64 after it)."""
-    from fer_features import classifiers as C
+    from fer_features.classify import presets as C
 
     pipe = C.make_classifier(name, {"max_iter": 2})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pipe.fit(X, y)
+    quiet_timed(pipe.fit, X, y)  # (its convergence warnings silenced)
     m, Xs = pipe[-1], pipe[:-1].transform(X)
     m.coefs_ = [w.astype(Xs.dtype) for w in m.coefs_]
     m.intercepts_ = [b.astype(Xs.dtype) for b in m.intercepts_]
@@ -58,8 +51,7 @@ def stock_loss_grad(m, X, Y):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="../shared/datasets/fer2013/fer2013.csv.gz")
-    ap.add_argument("--cache", help="use this FER2013 feature cache instead of extracting one")
+    fer2013_args(ap)
     ap.add_argument("--rows", type=int, default=15000)
     ap.add_argument("--fits", default="narrow_nn,bilayered_nn,trilayered_nn")
     ap.add_argument("--orders", type=int, default=1, help="repeat each fit on this many row orders (rounding noise)")
@@ -69,13 +61,10 @@ def main() -> None:
     from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
 
-    from classifier_scaling import fer2013_features  # bench/ is on sys.path when run as a script
+    from fer_features.classify import _fused_mlp as F
+    from fer_features.classify import presets as C
 
-    from fer_features import _fused_mlp as F
-    from fer_features import classifiers as C
-    from fer_features.reports import machine_info
-
-    t_all = time.perf_counter()
+    t_all = start_run()
     cache_path, X, y, train_all, te = fer2013_features(a.data, a.cache)
     tr = np.sort(train_test_split(train_all, train_size=a.rows, stratify=y[train_all], random_state=0)[0])
     nets = [n for n, p in C.PRESETS.items() if p.kind == "mlp"]
@@ -109,17 +98,13 @@ def main() -> None:
     for name in [n for n in a.fits.split(",") if n]:
         for engine, (k, rows) in ((e, o) for e in ("sklearn", "sklearnex") for o in enumerate(orders)):
             pipe = C.make_classifier(name, engine=engine)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t = time.perf_counter()
-                pipe.fit(X[rows], y[rows])
-                fit_s = time.perf_counter() - t
+            _, fit_s = quiet_timed(pipe.fit, X[rows], y[rows])
             acc = float((pipe.predict(X[te]) == y[te]).mean())
             it = int(pipe[-1].n_iter_)
             fits.append({"classifier": name, "engine": C.engine_used(name, engine), "row_order": k, "fit_s": fit_s,
                          "iterations": it, "ms_per_iteration": 1000 * fit_s / it, "accuracy": acc})
             print(f"{name:<14} {engine:<9} order {k} fit {fit_s:6.1f} s  {it} iterations  acc {100 * acc:.2f} %", flush=True)
-    total = time.perf_counter() - t_all
+    total = run_seconds(t_all)
 
     machine = machine_info([("sklearn", "scikit-learn"), ("numpy", "numpy"), ("scipy", "SciPy"), ("numba", "numba")])
     cmd = ("python bench/fused_mlp.py" + (f" --rows {a.rows}" if a.rows != 15000 else "")
@@ -129,37 +114,31 @@ def main() -> None:
           f"Data: {a.rows:,} stratified FER2013 training rows of `{Path(cache_path).name}` ({X.shape[1]}-d), "
           "standardised; accuracy on all PrivateTest images. One BLAS thread (the presets' setting).", "",
           "## One loss + gradient evaluation (best of 10)", "",
-          "| preset | hidden | stock ms | fused ms | speed-up | max gradient difference (largest gradient) | "
-          "default engine |", "|---|---|---:|---:|---:|---|---|"]
-    for r in evals:
-        md.append(f"| {r['classifier']} | {'x'.join(map(str, r['hidden']))} | {r['stock_ms']:.1f} | "
-                  f"{r['fused_ms']:.1f} | {r['stock_ms'] / r['fused_ms']:.2f}x | {r['max_grad_diff']:.1e} "
-                  f"({r['max_grad']:.1e}) | {'fused' if r['fused_by_default'] else 'stock'} |")
+          *md_table(["preset", "hidden", "stock ms", "fused ms", "speed-up",
+                     "max gradient difference (largest gradient)", "default engine"], "llrrrll",
+                    ([r["classifier"], "x".join(map(str, r["hidden"])), f"{r['stock_ms']:.1f}", f"{r['fused_ms']:.1f}",
+                      f"{r['stock_ms'] / r['fused_ms']:.2f}x", f"{r['max_grad_diff']:.1e} ({r['max_grad']:.1e})",
+                      "fused" if r["fused_by_default"] else "stock"] for r in evals))]
     if fits:
         md += ["", "## Whole fits (L-BFGS, at most 1,000 iterations)", "",
                "Rounding differences move the L-BFGS path, so the two engines stop after different numbers of "
                "iterations; milliseconds per iteration compare the engines, fit seconds what a user waits.", "",
-               "| preset | engine | row order | fit s | iterations | ms per iteration | accuracy % |",
-               "|---|---|---:|---:|---:|---:|---:|"]
-        for r in fits:
-            md.append(f"| {r['classifier']} | {r['engine']} | {r['row_order']} | {r['fit_s']:.1f} | {r['iterations']} | "
-                      f"{r['ms_per_iteration']:.1f} | {100 * r['accuracy']:.2f} |")
+               *md_table(["preset", "engine", "row order", "fit s", "iterations", "ms per iteration", "accuracy %"],
+                         "llrrrrr", ([r["classifier"], r["engine"], r["row_order"], f"{r['fit_s']:.1f}",
+                                      r["iterations"], f"{r['ms_per_iteration']:.1f}", pct(r["accuracy"], 2)]
+                                     for r in fits))]
         if a.orders > 1:
             md += ["", f"## Rounding noise: accuracy over {a.orders} orders of the same rows", "",
                    "Order 0 is the sample's own order; the others permute it. Nothing else changes.", "",
-                   "| preset | engine | mean fit s | accuracy % mean | min | max |", "|---|---|---:|---:|---:|---:|"]
+                   *md_table(["preset", "engine", "mean fit s", "accuracy % mean", "min", "max"], "llrrrr")]
             for name in dict.fromkeys(r["classifier"] for r in fits):
                 for eng in dict.fromkeys(r["engine"] for r in fits if r["classifier"] == name):
                     rs = [r for r in fits if r["classifier"] == name and r["engine"] == eng]
                     accs = [100 * r["accuracy"] for r in rs]
-                    md.append(f"| {name} | {eng} | {np.mean([r['fit_s'] for r in rs]):.1f} | {np.mean(accs):.2f} | "
-                              f"{min(accs):.2f} | {max(accs):.2f} |")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": a.rows, "orders": a.orders, "evaluations": evals,
-                                                    "fits": fits, "total_seconds": total}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+                    md.append(md_row([name, eng, f"{np.mean([r['fit_s'] for r in rs]):.1f}", f"{np.mean(accs):.2f}",
+                                      f"{min(accs):.2f}", f"{max(accs):.2f}"]))
+    save_report(Path(a.out).with_suffix(".md"), md, {"machine": machine, "rows": a.rows, "orders": a.orders,
+                                                     "evaluations": evals, "fits": fits, "total_seconds": total})
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ layer; 3,920 = the default block4c_add on a 7x7 grid; 5,880 = two layers); narro
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import machine_info, md_row, md_table, run_seconds, save_report, start_run
 
 SHAPES = [(883, 3920), (5000, 3920), (3000, 5880), (5000, 1280), (15000, 1280), (5000, 512)]
 ROWS = (8, 16, 24, 32, 48, 64)
@@ -25,10 +26,9 @@ def main(argv=None) -> None:
 
     from fused_mlp import best_ms, started_net, stock_loss_grad  # bench/ is on sys.path when run as a script
 
-    from fer_features import _fused_mlp as F
-    from fer_features.reports import machine_info
+    from fer_features.classify import _fused_mlp as F
 
-    t_all = time.perf_counter()
+    t_all = start_run()
     rng = np.random.default_rng(0)
     md_rows = []
     for n, d in SHAPES:
@@ -37,21 +37,21 @@ def main(argv=None) -> None:
             stock = best_ms(lambda: stock_loss_grad(m, X, Y))
             ups = [stock / best_ms(lambda: F.loss_grad(m, X, Y, chunk=rows)) for rows in ROWS]
         pick = F.chunk_rows(d, 4)
-        md_rows.append(f"| {n:,} x {d:,} | {stock:.2f} | " + " | ".join(
-            (f"**{u:.2f}x**" if r == pick else f"{u:.2f}x") for r, u in zip(ROWS, ups)) + f" | {pick} |")
+        md_rows.append(md_row([f"{n:,} x {d:,}", f"{stock:.2f}",
+                               *(f"**{u:.2f}x**" if r == pick else f"{u:.2f}x" for r, u in zip(ROWS, ups)), pick]))
         print(md_rows[-1], flush=True)
+    minutes = run_seconds(t_all) / 60
     machine = machine_info([("sklearn", "scikit-learn"), ("numpy", "numpy"), ("numba", "numba")])
     md = ["# Fused MLP loss: rows per cache block against feature width", "",
-          f"Command: `python bench/fused_mlp_blocks.py` ({(time.perf_counter() - t_all) / 60:.1f} min)",
+          f"Command: `python bench/fused_mlp_blocks.py` ({minutes:.1f} min)",
           f"Machine: {machine}.",
           "Synthetic float32 data, narrow preset (10 units), one BLAS thread; speed-up = stock scikit-learn "
           "`_backprop` ms / fused ms per loss+gradient evaluation (best of 10). Bold: the block `chunk_rows` picks "
           f"(about {F.BLOCK_BYTES // 1024} KiB of rows, multiples of 8, 8 to 64).", "",
-          "| rows x features | stock ms | " + " | ".join(f"{r} rows" for r in ROWS) + " | picked |",
-          "|---|---:|" + "---:|" * len(ROWS) + "---:|"] + md_rows
-    out = Path("bench/results/fused_mlp_blocks.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(md) + "\n")
+          *md_table(["rows x features", "stock ms", *(f"{r} rows" for r in ROWS), "picked"],
+                    "l" + "r" * (len(ROWS) + 2)),
+          *md_rows]
+    out = save_report(Path("bench/results/fused_mlp_blocks.md"), md, echo=False)
     print(f"wrote {out}")
 
 

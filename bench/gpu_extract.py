@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import cpu_model, load_average, md_table, save_report
+
 CONFIGS = {
     "default": dict(backbone="efficientnet_lite0", weights="imagenet"),
     "resnet50": dict(backbone="resnet50", weights="random", layer="last", pooling="avg"),
@@ -57,15 +59,10 @@ def _setup_jax_cache(folder: str) -> None:
 def _machine() -> dict:
     from importlib import metadata
 
-    from fer_features import device
+    from fer_features.backbones import device
 
     info = {"keras_backend": device.keras_backend(), "device": device.describe(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor() or "unknown"
+            "cpu_count": os.cpu_count(), "cpu": cpu_model("unknown")}
     for pkg in ("keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "torch", "numpy", "opencv-python-headless"):
         try:
             info[pkg] = metadata.version(pkg)
@@ -102,8 +99,8 @@ def _end_to_end(ds, cfg: dict, batch_size: int, workers: int, reference: str | N
     import h5py
     import numpy as np
 
-    from fer_features.cache import load_cache
-    from fer_features.extract import extract_dataset
+    from fer_features.features.cache import load_cache
+    from fer_features.features.extract import extract_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -150,17 +147,16 @@ def _markdown(res: dict) -> str:
         lines += [f"## {name}: {r['label']}", "", f"Model build (incl. first compilation): {r.get('build_s', 0):.1f} s; "
                   f"preparation alone ({'no face crop' if res.get('note') else 'Haar'} + resize of decoded images, one thread): "
                   f"{r.get('prep_images_per_s', 0):.0f} img/s.",
-                  "", "| route | batch | loader threads | images | images/s | forward passes/s | vs network batch 1 |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "", *md_table(["route", "batch", "loader threads", "images", "images/s", "forward passes/s",
+                                 "vs network batch 1"], "lrrrrrr")]
         one = next((x["images_per_s"] for x in r.get("network", []) if x["batch_size"] == 1), None)
-        for x in r.get("network", []):
-            rel = f"{x['images_per_s'] / one:.1f}x" if one else ""
-            lines.append(f"| network only | {x['batch_size']} | - | {x['n']} | {x['images_per_s']:.1f} | "
-                         f"{x['forward_passes_per_s']:.1f} | {rel} |")
-        for x in r.get("end_to_end", []):
-            rel = f"{x['images_per_s'] / one:.1f}x" if one else ""
-            lines.append(f"| end to end | {x['batch_size']} | {x['workers']} | {x['n']} | {x['images_per_s']:.1f} | "
-                         f"| {rel} |")
+        for route, xs in (("network only", r.get("network", [])), ("end to end", r.get("end_to_end", []))):
+            for x in xs:  # network only: no loader threads; end to end: no forward passes/s (an empty cell)
+                e2e = route == "end to end"
+                passes = "" if e2e else f"{x['forward_passes_per_s']:.1f} "
+                rel = f"{x['images_per_s'] / one:.1f}x" if one else ""
+                lines.append(f"| {route} | {x['batch_size']} | {x['workers'] if e2e else '-'} | {x['n']} | "
+                             f"{x['images_per_s']:.1f} | {passes}| {rel} |")
         for x in r.get("end_to_end", []):
             v = x.get("vs_reference")
             if v:
@@ -192,18 +188,19 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=210, help="skip the remaining steps past this many seconds")
     ap.add_argument("--out", default="bench/results", help="folder for gpu_extract.md / .json")
     a = ap.parse_args(argv)
+    load_average("before")
     t_start = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from fer_features.device import keras_backend
+    from fer_features.backbones.device import keras_backend
 
     jax_cache = tempfile.mkdtemp(prefix="jax-cache-")
     if keras_backend() == "jax":
         _setup_jax_cache(jax_cache)
     import numpy as np
 
-    from fer_features.datasets import load_dataset
-    from fer_features.extract import FeatureExtractor
+    from fer_features.data.formats import load_dataset
+    from fer_features.features.extractor import FeatureExtractor
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,8 +213,7 @@ def main(argv=None) -> int:
 
     def save():
         res["wall_s"] = time.perf_counter() - t_start
-        (out / "gpu_extract.json").write_text(json.dumps(res, indent=1))
-        (out / "gpu_extract.md").write_text(_markdown(res))
+        save_report(out / "gpu_extract.md", _markdown(res), res, end="", echo=False)
 
     def over(step: str) -> bool:
         if time.perf_counter() - t_start > a.budget_s:
@@ -271,6 +267,7 @@ def main(argv=None) -> int:
             print(f"{name} end to end batch {bs}, {workers} threads: {x['images_per_s']:.1f} img/s"
                   + (f"; vs reference {x['vs_reference']}" if "vs_reference" in x else ""), flush=True)
             save()
+    load_average("after")
     save()
     shutil.rmtree(jax_cache, ignore_errors=True)
     print((out / "gpu_extract.md").read_text())

@@ -14,30 +14,21 @@ Writes the markdown report and a JSON of every result (inner splits left out) be
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from _common import acc_ci, diff_ci, machine_info, md_row, md_table, p_value, pct, run_seconds, save_report, start_run
+
 DATASETS = {"jaffe": ("JAFFE", "loso"), "ckplus48": ("CK+48", "group-kfold")}
 GOALS = {"jaffe": 0.78, "ckplus48": 0.97}
-
-
-def _ci(r: dict) -> str:
-    lo, hi = r["accuracy_ci"]
-    return f"{100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
-def _p(p: float) -> str:
-    return f"{p:.2f}" if p >= 0.01 else f"{p:.3f}" if p >= 0.001 else "<0.001"
 
 
 def budget_curve(cache, r: dict, splits, checkpoints: list[int], engine: str) -> dict[int, tuple[float, list]]:
     """Outer pooled accuracy (and the per-fold predictions) had the search stopped after b trials."""
     import numpy as np
 
-    from fer_features.optimizable import best_at, fit_config
+    from fer_features.classify.optimizable import best_at, fit_config
 
     X, y = np.asarray(cache.features, dtype=np.float32), cache.labels
     s = r["search"]
@@ -48,7 +39,7 @@ def budget_curve(cache, r: dict, splits, checkpoints: list[int], engine: str) ->
         correct = total = 0
         for (tr, te), f in zip(splits, s["folds"]):
             params = {**s["fixed"], **best_at(f["trials"], b)}
-            from fer_features.optimizable import _Replay, suggest
+            from fer_features.classify.optimizable import _Replay, suggest
 
             params = suggest(s["space"], _Replay(params, s["fixed"]), 1 << 30)  # the full configuration
             pipe = fit_config(s["space"], params, X[tr], y[tr], engine=engine, seed=s["seed"])
@@ -74,15 +65,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench/results/optimizable.md")
     a = ap.parse_args(argv)
 
-    from fer_features import classifiers as C
+    from fer_features.classify import presets as C
     from fer_features import evaluation as ev
-    from fer_features import stats
-    from fer_features.cache import load_cache
-    from fer_features.extract import extract_dataset
-    from fer_features.optimizable import search_table
-    from fer_features.reports import machine_info, markdown_table
+    from fer_features.evaluation import stats
+    from fer_features.features.cache import load_cache
+    from fer_features.features.extract import extract_dataset
+    from fer_features.classify.optimizable import search_table
+    from fer_features.reporting.tables import markdown_table
 
-    t_all = time.perf_counter()
+    t_all = start_run()
     fixed = list(C.PRESETS) if a.fixed == "all" else a.fixed.split(",")
     opt = [n for n in a.optimizable.split(",") if n]
     checkpoints = [int(x) for x in a.checkpoints.split(",")]
@@ -116,27 +107,27 @@ def main(argv=None) -> int:
                f"{len(cache)} images, {len(set(cache.subjects))} subjects; cache `{Path(path).name}`; "
                f"fixed presets {fixed_s:.0f} s, optimizable presets {opt_s:.0f} s in all (budget {a.budget}, "
                f"{a.inner_folds} inner folds).", "", markdown_table(results), ""]
-        md += [f"Against the best fixed preset ({best_fixed['classifier']}, {_ci(best_fixed)}), same test images:",
-               "", "| optimizable preset | protocol | accuracy % [95 % CI] | minus best fixed, points [95 % CI] | "
-               "paired p | search s (all folds) | goal |", "|---|---|---:|---:|---:|---:|---|"]
+        md += [f"Against the best fixed preset ({best_fixed['classifier']}, {acc_ci(best_fixed)}), same test images:",
+               "", *md_table(["optimizable preset", "protocol", "accuracy % [95 % CI]",
+                              "minus best fixed, points [95 % CI]", "paired p", "search s (all folds)", "goal"],
+                             "llrrrrl")]
         goal = GOALS.get(name)
         for r in ro:
             t = stats.paired_test(r, best_fixed)
             met = "" if goal is None else ("met" if r["accuracy"] >= goal else f"not met (< {100 * goal:.0f} %)")
-            md.append(f"| {r['classifier']} | {r['protocol']} | {_ci(r)} | {100 * t['diff']:+.1f} "
-                      f"[{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}] | {_p(t['p'])} | "
-                      f"{r['search']['search_seconds']:.0f} | {met} |")
+            md.append(md_row([r["classifier"], r["protocol"], acc_ci(r), diff_ci(t), p_value(t["p"]),
+                              f"{r['search']['search_seconds']:.0f}", met]))
             summary.append((shown, r, best_fixed, t))
         md += ["", f"paired test: {t['test']}" if ro else "", ""]
         md += ["Accuracy had the search stopped after b trials (outer pooled accuracy %; b = 1 is the fixed "
                "preset's configuration, the search's first trial):", "",
-               "| optimizable preset | protocol | " + " | ".join(f"b = {b}" for b in checkpoints if b <= a.budget) + " |",
-               "|---|---|" + "---:|" * len([b for b in checkpoints if b <= a.budget])]
+               *md_table(["optimizable preset", "protocol", *(f"b = {b}" for b in checkpoints if b <= a.budget)],
+                         "ll" + "r" * len([b for b in checkpoints if b <= a.budget]))]
         for r in ro:
             print(f"[{shown}] budget curve of {r['classifier']}", file=sys.stderr, flush=True)
             curve = budget_curve(cache, r, splits, checkpoints, a.engine)
             r["search"]["accuracy_by_budget"] = {str(b): v for b, v in curve.items()}
-            md.append(f"| {r['classifier']} | {r['protocol']} | " + " | ".join(f"{100 * v:.1f}" for v in curve.values()) + " |")
+            md.append(md_row([r["classifier"], r["protocol"], *(pct(v) for v in curve.values())]))
         md += ["", "### Chosen hyper-parameters per outer fold", ""]
         md += [search_table(r, markdown=True) + "\n" for r in ro]
         for r in results:
@@ -146,16 +137,13 @@ def main(argv=None) -> int:
                                                         for f in r["search"]["folds"]]}
             r.pop("predictions", None)
             dump.append({"dataset": name, **r})
+    total = run_seconds(t_all)
     md += ["## Summary", ""]
     for shown, r, bf, t in summary:
-        md.append(f"- {shown}: {r['classifier']} {_ci(r)} vs best fixed {bf['classifier']} {_ci(bf)}: "
-                  f"{100 * t['diff']:+.1f} points [{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}], p {_p(t['p'])}")
-    md += ["", f"Total run time {time.perf_counter() - t_all:.0f} s."]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(md) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(dump, indent=1, default=str))
-    print("\n".join(md))
+        md.append(f"- {shown}: {r['classifier']} {acc_ci(r)} vs best fixed {bf['classifier']} {acc_ci(bf)}: "
+                  f"{diff_ci(t, 'points')}, p {p_value(t['p'])}")
+    md += ["", f"Total run time {total:.0f} s."]
+    out = save_report(a.out, md, dump)
     print(f"written: {out}", file=sys.stderr)
     return 0
 

@@ -35,15 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import md_row, md_table, run_seconds, save_report, start_run
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
 
 
 def make_model(jaffe: Path, cache_dir: Path, path: Path) -> Path:
-    from fer_features.cache import load_cache
-    from fer_features.classifiers import make_classifier
-    from fer_features.extract import extract_dataset
-    from fer_features.models import extraction_settings, save_model
+    from fer_features.features.cache import load_cache
+    from fer_features.classify.presets import make_classifier
+    from fer_features.features.extract import extract_dataset
+    from fer_features.apply.models import extraction_settings, save_model
 
     cache = load_cache(extract_dataset(jaffe, cache_dir=cache_dir, progress=False, log=lambda m: None))
     pipe = make_classifier("linear_svm", engine="sklearn", probability=True).fit(cache.features, cache.labels)
@@ -53,7 +55,7 @@ def make_model(jaffe: Path, cache_dir: Path, path: Path) -> Path:
 def make_video(path: Path, jaffe_files, seconds: float, fps: float, n_faces: int) -> Path:
     import cv2
 
-    from fer_features.datasets import read_image
+    from fer_features.data.images import read_image
 
     faces = [cv2.resize(read_image(f), (180, 180)) for f in jaffe_files[:30]]
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
@@ -69,7 +71,7 @@ def make_video(path: Path, jaffe_files, seconds: float, fps: float, n_faces: int
 
 
 def timed_run(clf, paths, **kw):
-    from fer_features.inference import item_rows, run
+    from fer_features.apply.predict import item_rows, run
 
     t = time.perf_counter()
     items = list(run(clf, paths, progress=False, **kw))
@@ -80,7 +82,7 @@ def timed_run(clf, paths, **kw):
 
 def naive(clf1, paths):
     """Per image: read, detect, then the model once per face."""
-    from fer_features.datasets import read_image
+    from fer_features.data.images import read_image
 
     t = time.perf_counter()
     n = 0
@@ -94,7 +96,7 @@ def naive(clf1, paths):
 
 
 def memory_child(model: str, video: str, fps: float) -> None:
-    from fer_features.inference import predict
+    from fer_features.apply.predict import predict
 
     t = time.perf_counter()
     df = predict(model, [video], fps=fps, progress=False)
@@ -115,11 +117,11 @@ def main() -> None:
     if a.memory_child:
         memory_child(a.memory_child[0], a.memory_child[1], float(a.memory_child[2]))
         return
-    from fer_features.extract import extract_dataset
-    from fer_features.inference import FaceClassifier
-    from fer_features.models import load_model
+    from fer_features.features.extract import extract_dataset
+    from fer_features.apply.predict import FaceClassifier
+    from fer_features.apply.models import load_model
 
-    t_all = time.perf_counter()
+    t_all = start_run()
     jaffe = Path(a.jaffe)
     files = sorted(jaffe.glob("*.tiff"))[: a.n]
     tmp = Path(tempfile.mkdtemp(prefix="predict_speed_", dir="/tmp"))
@@ -172,14 +174,11 @@ def main() -> None:
                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         res[f"mem_{name}"] = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else p.stderr[-500:]
     res["long_s"] = a.long_s
-    res["run_s"] = time.perf_counter() - t_all
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "predict_speed.json").write_text(json.dumps(res, indent=1))
-    write_md(res, a)
-    print((OUT / "predict_speed.md").read_text())
+    res["run_s"] = run_seconds(t_all)
+    print(save_report(OUT / "predict_speed.md", markdown(res, a), res, echo=False).read_text())
 
 
-def write_md(r: dict, a) -> None:
+def markdown(r: dict, a) -> list[str]:
     n = r["n_images"]
     ext_per = r["extract_s"] / n
     pred_per = r["predict_s"] / r["predict_items"]
@@ -198,32 +197,29 @@ def write_md(r: dict, a) -> None:
         "that load changes hit them alike; totals over the rounds).",
         f"Model: {r['model']}, trained on all of JAFFE through the API. Model build excluded everywhere.",
         "",
-        "| what | items | faces | seconds | per image / frame | faces/s |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| extract (same {n} JAFFE images, fresh cache) | {n} | {n} | {r['extract_s']:.1f} | {1000 * ext_per:.1f} ms "
-        f"| {n / r['extract_s']:.1f} |",
-        f"| predict, batched (32 faces a batch) | {r['predict_items']} | {r['predict_faces']} | {r['predict_s']:.1f} "
-        f"| {1000 * pred_per:.1f} ms | {r['predict_faces'] / r['predict_s']:.1f} |",
-        f"| naive loop: the model once per face | {r['naive_faces']} | {r['naive_faces']} | {r['naive_s']:.1f} "
-        f"| {1000 * naive_per_face:.1f} ms | {r['naive_faces'] / r['naive_s']:.1f} |",
-        f"| naive loop with the default batch size (each call zero-padded to 32) | {r['naive32_faces']} "
-        f"| {r['naive32_faces']} | {r['naive32_s']:.1f} | {1000 * r['naive32_s'] / r['naive32_faces']:.1f} ms "
-        f"| {r['naive32_faces'] / r['naive32_s']:.1f} |",
+        *md_table(["what", "items", "faces", "seconds", "per image / frame", "faces/s"], "lrrrrr", [
+            [f"extract (same {n} JAFFE images, fresh cache)", n, n, f"{r['extract_s']:.1f}", f"{1000 * ext_per:.1f} ms",
+             f"{n / r['extract_s']:.1f}"],
+            ["predict, batched (32 faces a batch)", r["predict_items"], r["predict_faces"], f"{r['predict_s']:.1f}",
+             f"{1000 * pred_per:.1f} ms", f"{r['predict_faces'] / r['predict_s']:.1f}"],
+            ["naive loop: the model once per face", r["naive_faces"], r["naive_faces"], f"{r['naive_s']:.1f}",
+             f"{1000 * naive_per_face:.1f} ms", f"{r['naive_faces'] / r['naive_s']:.1f}"],
+            ["naive loop with the default batch size (each call zero-padded to 32)", r["naive32_faces"],
+             r["naive32_faces"], f"{r['naive32_s']:.1f}", f"{1000 * r['naive32_s'] / r['naive32_faces']:.1f} ms",
+             f"{r['naive32_faces'] / r['naive32_s']:.1f}"],
+        ]),
     ]
     for k in (1, 3):
         v = r[f"video{k}"]
-        lines.append(f"| video 640x480, {k} face(s)/frame, every 5th of 250 frames | {v['frames']} frames "
-                     f"| {v['faces']} | {v['seconds']:.1f} | {1000 * v['seconds'] / v['frames']:.1f} ms/frame "
-                     f"({v['frames'] / v['seconds']:.1f} frames/s) | {v['faces'] / v['seconds']:.1f} |")
-    lines += [
-        "",
-        "| memory: fresh process, `--fps 0.5`, three faces a frame | video | rows (faces) | seconds "
-        "| peak RSS MiB |",
-        "|---|---|---:|---:|---:|",
-    ]
+        lines.append(md_row([f"video 640x480, {k} face(s)/frame, every 5th of 250 frames", f"{v['frames']} frames",
+                             v["faces"], f"{v['seconds']:.1f}", f"{1000 * v['seconds'] / v['frames']:.1f} ms/frame "
+                             f"({v['frames'] / v['seconds']:.1f} frames/s)", f"{v['faces'] / v['seconds']:.1f}"]))
+    lines += ["", *md_table(["memory: fresh process, `--fps 0.5`, three faces a frame", "video", "rows (faces)",
+                             "seconds", "peak RSS MiB"], "llrrr")]
     for name, m, dur in (("short", ms, 10), ("long", ml, r["long_s"])):
         if isinstance(m, dict):
-            lines.append(f"| {name} | {dur:g} s at 10 fps | {m['rows']} | {m['seconds']:.1f} | {m['maxrss_mib']:.0f} |")
+            lines.append(md_row([name, f"{dur:g} s at 10 fps", m["rows"], f"{m['seconds']:.1f}",
+                                 f"{m['maxrss_mib']:.0f}"]))
         else:
             lines.append(f"| {name} | {dur:g} s | failed: {m!r} | | |")
     ok_mem = isinstance(ms, dict) and isinstance(ml, dict) and ml["maxrss_mib"] <= ms["maxrss_mib"] * 1.05
@@ -249,7 +245,7 @@ def write_md(r: dict, a) -> None:
         "and decoded one at a time (skipped frames grabbed, not kept), so its peak RSS is the model's and one "
         "batch's, like the short video's.",
     ]
-    (OUT / "predict_speed.md").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 if __name__ == "__main__":

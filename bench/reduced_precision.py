@@ -18,17 +18,18 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import best_of, machine_info, md_row, md_table, pct, run_seconds, save_report, start_run
 
 SPEED = [("efficientnet_lite0", "imagenet"), ("mobilenet_v2", "random"), ("resnet50", "random")]
 POLICIES = ("float32", "bfloat16")
 
 
 def _build(name, weights, precision, size=224):
-    from fer_features.extract import WHOLE_IMAGE, FeatureExtractor
+    from fer_features.features.extractor import WHOLE_IMAGE, FeatureExtractor
 
     return FeatureExtractor(backbone=name, weights=weights, image_size=size, precision=precision,
                             **WHOLE_IMAGE).fit()  # the network's own cost
@@ -37,21 +38,15 @@ def _build(name, weights, precision, size=224):
 def child_speed(name, weights, policy, size=224) -> dict:
     ext = _build(name, weights, policy, size)
     x = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype(np.float32)
-    ext._forward(x)
-    best = min(_timed(lambda: [ext._forward(x) for _ in range(4)]) for _ in range(3))
+    ext._forward(x)  # warm-up (graph tracing)
+    best = best_of(lambda: [ext._forward(x) for _ in range(4)], 3, warmup=False)
     return {"backbone": name, "weights": weights, "policy": policy, "size": size, "images_per_s": 128 / best,
             "layer": ext.settings_["layer"], "pooling": ext.settings_["pooling"]}
 
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def accuracy_part(data_root: Path) -> list[dict]:
     from fer_features import evaluation as ev
-    from fer_features.datasets import load_dataset
+    from fer_features.data.formats import load_dataset
 
     out = []
     exts = {p: _build("efficientnet_lite0", "imagenet", p) for p in POLICIES}
@@ -85,9 +80,7 @@ def main() -> None:
         print("RESULT " + json.dumps(child_speed(*a.child)), flush=True)
         return
 
-    from fer_features.reports import machine_info
-
-    t0 = time.perf_counter()
+    t0 = start_run()
     speed = []
     for name, weights in SPEED:
         for policy in POLICIES:
@@ -97,7 +90,7 @@ def main() -> None:
             print(f"{name:<20} {policy:<15} {r['images_per_s']:7.1f} img/s", flush=True)
             speed.append(r)
     acc = accuracy_part(Path(a.data_root))
-    total = time.perf_counter() - t0
+    total = run_seconds(t0)
     ok = all(abs(r["delta_points"]) < 0.5 for r in acc)
     machine = machine_info([("tensorflow", "TensorFlow"), ("keras", "Keras"), ("sklearn", "scikit-learn")])
     with open("/proc/cpuinfo") as f:
@@ -106,28 +99,23 @@ def main() -> None:
           f"Command: `python bench/reduced_precision.py` ({total / 60:.1f} min)",
           f"Machine: {machine}; CPU flag avx512_bf16: {'yes' if bf16 else 'no'}.", "",
           "## Raw forward speed, 224 px, batch 32 (each in a fresh process)", "",
-          "| backbone | weights | features | float32 img/s | bf16 img/s | bf16 / float32 |", "|---|---|---|---:|---:|---:|"]
+          *md_table(["backbone", "weights", "features", "float32 img/s", "bf16 img/s", "bf16 / float32"], "lllrrr")]
     for name, weights in SPEED:
         f32, b16 = (next(r for r in speed if r["backbone"] == name and r["policy"] == p) for p in POLICIES)
-        md.append(f"| {name} | {weights} | {f32['layer']}@{f32['pooling']} | {f32['images_per_s']:.1f} | "
-                  f"{b16['images_per_s']:.1f} | {b16['images_per_s'] / f32['images_per_s']:.2f}x |")
+        md.append(md_row([name, weights, f"{f32['layer']}@{f32['pooling']}", f"{f32['images_per_s']:.1f}",
+                          f"{b16['images_per_s']:.1f}", f"{b16['images_per_s'] / f32['images_per_s']:.2f}x"]))
     md += ["", "## Downstream accuracy: efficientnet_lite0 default features, cubic SVM, same folds", "",
-           "| dataset | protocol | float32 acc % | bf16 acc % | change (points) | relative feature error |",
-           "|---|---|---:|---:|---:|---:|"]
-    for r in acc:
-        md.append(f"| {r['dataset']} | {r['protocol']} | {100 * r['float32']['accuracy_pooled']:.2f} | "
-                  f"{100 * r['bfloat16']['accuracy_pooled']:.2f} | {r['delta_points']:+.2f} | "
-                  f"{r['relative_feature_error']:.4f} |")
+           *md_table(["dataset", "protocol", "float32 acc %", "bf16 acc %", "change (points)",
+                      "relative feature error"], "llrrrr",
+                     ([r["dataset"], r["protocol"], pct(r["float32"]["accuracy_pooled"], 2),
+                       pct(r["bfloat16"]["accuracy_pooled"], 2), f"{r['delta_points']:+.2f}",
+                       f"{r['relative_feature_error']:.4f}"] for r in acc))]
     md += ["", "Accuracy pooled over folds (every image tested once), so a change of one image is "
                f"{100 / 213:.2f} points on JAFFE and {100 / 981:.2f} on CK+48.", "",
            f"**Rule: offer bf16 only if accuracy moves by less than 0.5 points on both: "
            f"{'met' if ok else 'NOT met'}.**"]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "speed": speed, "accuracy": acc,
-                                                    "rule_met": ok, "seconds": total}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    save_report(Path(a.out).with_suffix(".md"), md, {"machine": machine, "speed": speed, "accuracy": acc,
+                                                     "rule_met": ok, "seconds": total})
 
 
 if __name__ == "__main__":
