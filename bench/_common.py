@@ -2,52 +2,23 @@
 markdown tables, and writing a report (its markdown, and its JSON beside it).
 
 The scripts run as ``python bench/NAME.py``: this folder is the script's own, so it is on ``sys.path`` and
-``from _common import ...`` finds this file. It imports nothing from fer_features (the machine line is the
-bench's own).
+``from _common import ...`` finds this file. The machine line is the package's own (``fer_features.reporting.
+machine``, which the ``experiment`` command's reports use too).
 """
 from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from fer_features.reporting.machine import cpu_model, machine_info  # noqa: F401  (the scripts import them from here)
+
 
 # -- the machine, and its load -----------------------------------------------------------------------------
-def cpu_model(fallback: str = "unknown CPU") -> str:
-    """The CPU's model name (/proc/cpuinfo), else the platform's processor string, else ``fallback``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or fallback
-
-
-def _version(module: str, dist: str) -> str:
-    """The installed distribution's version (sklearnex's ``__version__`` is a placeholder), else the module's."""
-    import importlib
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return getattr(importlib.import_module(module), "__version__", "?")
-
-
-def machine_info(packages: Sequence[tuple[str, str]] = ()) -> str:
-    """'CPU model, N cores; Python x.y.z, <label> <version>...' for benchmark reports.
-
-    ``packages``: (import name, label) pairs, e.g. ``[("tensorflow", "TensorFlow")]``.
-    """
-    versions = [f"Python {platform.python_version()}"]
-    versions += [f"{label} {_version(mod, label)}" for mod, label in packages]
-    return f"{cpu_model()}, {os.cpu_count()} cores; {', '.join(versions)}"
-
-
 def load_average(when: str) -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load average, printed (stderr) as ``load average <when>: ...``. Every script
     prints it before and after its run: the cores are shared with other work, and the load explains timings."""

@@ -52,7 +52,7 @@ def _without_predictions(obj):
 
 
 def _header(title: str, command: str, seconds: float, extra: list[str]) -> list[str]:
-    from fer_features.reporting.tables import machine_info
+    from fer_features.reporting.machine import machine_info
 
     return [f"# {title}", "", f"Command: `{command}` ({seconds / 60:.1f} min on this machine)",
             f"Machine: {machine_info([('sklearn', 'scikit-learn'), ('sklearnex', 'scikit-learn-intelex'), ('tensorflow', 'TensorFlow')])}.",

@@ -319,32 +319,3 @@ def write_predictions(r: dict, path: str | Path) -> Path:
             w.writerow([p["row"][i], p["path"][i], p["subject"][i], labels[p["true"][i]], labels[p["pred"][i]],
                         p["fold"][i], *(proba[i] if proba else [])])
     return Path(path)
-
-
-def _version(module: str, dist: str) -> str:
-    """The installed distribution's version (sklearnex's ``__version__`` is a placeholder), else the module's."""
-    import importlib
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return getattr(importlib.import_module(module), "__version__", "?")
-
-
-def machine_info(packages: Sequence[tuple[str, str]] = ()) -> str:
-    """'CPU model, N cores; Python x.y.z, <label> <version>...' for benchmark reports.
-
-    ``packages``: (import name, label) pairs, e.g. ``[("tensorflow", "TensorFlow")]``.
-    """
-    import os
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    versions = [f"Python {platform.python_version()}"]
-    versions += [f"{label} {_version(mod, label)}" for mod, label in packages]
-    return f"{cpu}, {os.cpu_count()} cores; {', '.join(versions)}"
