@@ -7,6 +7,8 @@ Public API (imported lazily, so ``import fer_features`` does not load TensorFlow
 """
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 from fer_features import _compat
@@ -31,8 +33,6 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         mod, attr = _LAZY[name]
         return getattr(importlib.import_module(f".{mod}", __name__), attr)
     raise AttributeError(f"module 'fer_features' has no attribute {name!r}")

@@ -19,7 +19,7 @@ MOVED = {
     "inference": "apply.predict", "keras_backbone": "backbones.keras_file",
     "manifest": "data.manifest", "merge": "features.merge", "models": "apply.models",
     "optimizable": "classify.optimizable", "pooling": "backbones.pooling", "preprocess": "data.preprocess",
-    "protocols": "evaluation.protocols", "reports": "reporting.tables", "settings": "features.settings",
+    "protocols": "evaluation.protocols", "reports": "reporting.tables", "settings": "features.spec",
     "significance": "reporting.significance", "stats": "evaluation.stats", "subjects": "data.subjects",
     "_efficientnet_lite": "backbones._efficientnet_lite", "_fused_mlp": "classify._fused_mlp",
     "_layers": "backbones.layers", "_torch_legacy": "backbones._torch_legacy",

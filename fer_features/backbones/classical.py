@@ -6,10 +6,11 @@ They see exactly the images the CNNs see (same crop, equalisation and resize), c
 from __future__ import annotations
 
 import numpy as np
+from skimage.feature import hog, local_binary_pattern
 
-from fer_features.errors import BackboneError
 from fer_features.backbones.pooling import parse_pooling
 from fer_features.data.intensity import to_grey
+from fer_features.errors import BackboneError
 
 LBP_POINTS, LBP_RADIUS = 8, 1
 LBP_BINS = LBP_POINTS * (LBP_POINTS - 1) + 3  # 59 'nri_uniform' codes
@@ -44,8 +45,6 @@ class Descriptor:
         return self.grid * self.grid * LBP_BINS
 
     def describe_one(self, img: np.ndarray) -> np.ndarray:
-        from skimage.feature import hog, local_binary_pattern
-
         g = _grey(img)
         if g.shape != (self.size, self.size):
             raise ValueError(f"{self.name} expects {self.size}x{self.size} images, got {g.shape}")

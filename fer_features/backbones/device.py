@@ -32,7 +32,7 @@ def keras_backend() -> str:
 
 
 def _tensorflow() -> str:
-    import tensorflow as tf
+    import tensorflow as tf  # heavy, and optional beside JAX: only where TensorFlow itself is used
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
@@ -43,7 +43,7 @@ def _tensorflow() -> str:
 
 
 def _jax() -> str:
-    import jax
+    import jax  # an optional Keras backend
 
     devs = jax.devices()
     d = devs[0]
@@ -52,7 +52,7 @@ def _jax() -> str:
 
 
 def _torch() -> str:
-    import torch
+    import torch  # an optional Keras backend
 
     if torch.cuda.is_available():
         return f"torch on GPU:0 {torch.cuda.get_device_name(0)}"

@@ -15,7 +15,12 @@ from fer_features.backbones.classical import Descriptor
 from fer_features.backbones.graph import features_model, normalised_input
 from fer_features.backbones.registry import DEFAULT_BACKBONE, BackboneSpec, resolve
 from fer_features.backbones.taps import (
-    _feature_maps, _layer_name, _too_fine, parse_layers, resolve_taps, stage_layers,
+    _feature_maps,
+    _layer_name,
+    _too_fine,
+    parse_layers,
+    resolve_taps,
+    stage_layers,
 )
 from fer_features.errors import BackboneError
 

@@ -103,9 +103,9 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
 
 @lru_cache(maxsize=4)
 def _load(path: str, digest: str):
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
-    from fer_features.backbones.layers import custom_objects
+    from fer_features.backbones.layers import custom_objects  # defines Keras layers, so imports keras: only when a model is built
 
     try:
         model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
@@ -125,7 +125,7 @@ def load(path: str | os.PathLike, content_id: str | None = None):
 
 
 def _skip(layer) -> bool:
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
     return isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)) or isinstance(layer, keras.Model)
 
@@ -137,7 +137,7 @@ def _shape(layer) -> tuple:
 def layer_owners(model) -> list[tuple[str, tuple, Any]]:
     """(layer name, map shape H x W x C, the model holding it) of every layer with a 4-D output, in order;
     a nested model's layers (a ``finetune`` backbone) in place of the nested model itself."""
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
     out = []
     for layer in model.layers:
@@ -150,7 +150,7 @@ def layer_owners(model) -> list[tuple[str, tuple, Any]]:
 
 def _parent(m, root):
     """The model directly holding ``m`` inside ``root`` (None if ``m`` is not in it)."""
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
     for layer in root.layers:
         if layer is m:
@@ -174,7 +174,7 @@ def _entry(outer, owner) -> list[tuple[Any, Any]]:
 
 def tap_model(model, names: list[str], input_size: int):
     """A Keras model: RGB input of ``input_size`` -> the outputs of the named layers (nested ones too)."""
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
     owners = {n: o for n, _, o in layer_owners(model)}
     inp = keras.Input((input_size, input_size, 3), name="rgb_in")

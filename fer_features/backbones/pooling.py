@@ -3,6 +3,7 @@ the other at module level: ``backbones`` builds ``classical`` descriptors, ``cla
 from __future__ import annotations
 
 import re
+
 from fer_features.errors import BackboneError
 
 POOLINGS_HELP = "avg | max | gridN (average over an N x N grid of cells, concatenated; e.g. grid2)"

@@ -10,7 +10,6 @@ from fer_features.backbones.pooling import parse_pooling
 from fer_features.backbones.registry import BackboneSpec, resolve
 from fer_features.errors import BackboneError
 
-
 LAYERS_HELP = ("NAME | stage-N | last, or several joined by commas, each optionally NAME@POOLING "
                "(e.g. block3b_add@grid7,block4c_add@grid4); stage-N is the last layer at stride 2^N "
                "(stage-1: 112x112 maps for a 224 input); features of several layers are concatenated")
@@ -112,7 +111,7 @@ def parse_layers(layer: str, pooling: str) -> list[tuple[str, str]]:
 
 def _feature_maps(layers) -> list[tuple[str, tuple]]:
     """(name, (H, W, C)) of every layer with a 4-D output, inputs and zero-padding left out."""
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
     out = []
     for layer in layers:

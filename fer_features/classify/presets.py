@@ -28,10 +28,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
+
+from fer_features.classify import _fused_mlp
 from fer_features.errors import ClassifierError
 
 ENGINES = ("sklearn", "sklearnex")
@@ -67,7 +76,6 @@ class FusedMLP(SingleThreadMLP):
 
     def _backprop(self, X, y, *args):
         # scikit-learn >= 1.7: (sample_weight, activations, deltas, coef_grads, intercept_grads); before: no weight
-        from fer_features.classify import _fused_mlp
 
         self.fused_ = _fused_mlp.applies(self, X, args[0] if len(args) == 5 else None)  # what the fit ran
         if not self.fused_:
@@ -79,8 +87,6 @@ class FusedMLP(SingleThreadMLP):
 
 
 def _squared_inverse(distances):
-    import numpy as np
-
     return 1.0 / np.maximum(distances, 1e-12) ** 2
 
 
@@ -143,27 +149,23 @@ def _estimator_class(kind: str, engine: str) -> Callable:
     if engine == "sklearnex" and kind in SKLEARNEX_KINDS:
         try:
             if kind == "svc":
-                from sklearnex.svm import SVC as cls
+                from sklearnex.svm import SVC as cls  # patches scikit-learn: sklearnex engine only
             elif kind == "knn":
-                from sklearnex.neighbors import KNeighborsClassifier as cls
+                from sklearnex.neighbors import KNeighborsClassifier as cls  # patches scikit-learn: sklearnex engine only
             else:
-                from sklearnex.linear_model import LogisticRegression as cls
+                from sklearnex.linear_model import LogisticRegression as cls  # patches scikit-learn: sklearnex engine only
             return cls
         except ImportError:  # pragma: no cover - sklearnex is a dependency on x86-64
             pass
     if kind == "svc":
-        from sklearn.svm import SVC
         return SVC
     if kind == "knn":
-        from sklearn.neighbors import KNeighborsClassifier
         return KNeighborsClassifier
     if kind == "logreg":
-        from sklearn.linear_model import LogisticRegression
         return LogisticRegression
     if kind == "mlp":
         return FusedMLP if engine == "sklearnex" else SingleThreadMLP
     if kind == "lda":
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
         return LinearDiscriminantAnalysis
     raise ClassifierError(f"unknown estimator kind {kind!r}")
 
@@ -175,8 +177,6 @@ def engine_used(name: str, engine: str) -> str:
     if engine == "sklearnex" and preset.kind in SKLEARNEX_KINDS:
         return "sklearnex"
     if engine == "sklearnex" and preset.kind == "mlp":
-        from fer_features.classify import _fused_mlp
-
         if _fused_mlp.njit is not None and preset.params["hidden_layer_sizes"][0] <= _fused_mlp.MAX_FIRST_WIDTH:
             return "numba"
     return "sklearn"
@@ -212,13 +212,10 @@ def make_classifier(name: str, overrides: dict[str, Any] | None = None, *, engin
         raise ClassifierError(f"{name}: bad parameter override: {exc}") from None
     if probability and not hasattr(clf, "predict_proba"):
         # Platt scaling on internal folds; scikit-learn's replacement for SVC(probability=True)
-        from sklearn.calibration import CalibratedClassifierCV
 
         clf = CalibratedClassifierCV(clf, method="sigmoid", cv=5, ensemble=False)
     steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
     if pca:
-        from sklearn.decomposition import PCA
-
         steps.append(("pca", PCA(n_components=pca, svd_solver="full", random_state=0)))
     steps.append(("clf", clf))
     return Pipeline(steps)

@@ -1,8 +1,17 @@
 """Datasets and their formats (folder, JAFFE, CK+, KDEF, FER2013 CSV, manifest), subject ids, image reading,
 preprocessing and face detection (``data.preprocess``, ``data.faces``), pixel-identical duplicates."""
 from fer_features.data.datasets import (
-    CANONICAL_LABELS, FER2013_LABELS, FORMATS, JAFFE_CODES, KDEF_ANGLES, KDEF_CODES, Dataset, Record, Sample,
-    canonical_label, dataset_stem,
+    CANONICAL_LABELS,
+    FER2013_LABELS,
+    FORMATS,
+    JAFFE_CODES,
+    KDEF_ANGLES,
+    KDEF_CODES,
+    Dataset,
+    Record,
+    Sample,
+    canonical_label,
+    dataset_stem,
 )
 from fer_features.data.formats import detect_format, load_dataset
 from fer_features.data.images import IMAGE_EXTENSIONS, content_hash, read_image

@@ -22,14 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from fer_features.data.images import _err, _one_line, content_hash, read_image
 from fer_features.errors import ImageReadError
-from fer_features.data.images import content_hash, read_image
-from fer_features.data.images import _err, _one_line
 
 if TYPE_CHECKING:  # the lazy FER2013 table lives in fer2013.py, which imports this module
     from fer_features.data.fer2013 import _LazyCSV
@@ -265,7 +266,6 @@ class Dataset:
                 h.update(np.ascontiguousarray(self._sel, dtype="<i8").tobytes())
             return h.hexdigest()
         paths = [r.path for r in self.records]
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large reads
             digests = list(pool.map(content_hash, paths))

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
+
+from fer_features.data.splits import official_split
+from fer_features.errors import ImageReadError
 
 
 def pixel_hash(image: np.ndarray) -> str:
@@ -27,12 +31,8 @@ def pixel_hash(image: np.ndarray) -> str:
 
 def pixel_hashes(ds, progress: bool = False) -> list[str | None]:
     """The pixel hash of every record of a ``Dataset`` (None for an unreadable image)."""
-    from fer_features.errors import ImageReadError
-
     it = range(len(ds))
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(it, unit="img", desc="hash pixels", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     out: list[str | None] = []
     for i in it:
@@ -101,7 +101,6 @@ def find_duplicates(ds, hashes: Sequence[str | None] | None = None, *, test_spli
     split = np.array([r.split for r in recs], dtype=object)
     if not any(split):
         return report
-    from fer_features.data.splits import official_split
 
     splits, test_name, train_names = official_split(split, test_split, train_splits)
     (tr, te), = splits

@@ -7,10 +7,11 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
+
 import cv2
 import numpy as np
-from fer_features.data.intensity import _as_uint8, _check_image, to_grey, to_rgb
 
+from fer_features.data.intensity import _as_uint8, _check_image, to_grey, to_rgb
 
 FACE_CROP_METHODS = ("none", "haar", "mtcnn")
 
@@ -47,7 +48,7 @@ def _shared_mtcnn():
         if _MTCNN is None:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             with contextlib.redirect_stdout(sys.stderr):
-                from mtcnn import MTCNN
+                from mtcnn import MTCNN  # loads TensorFlow: only for --face-crop mtcnn
 
                 _MTCNN = MTCNN(device="CPU:0")
         return _MTCNN

@@ -12,8 +12,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
 import numpy as np
-from fer_features.data.datasets import Dataset, FER2013_LABELS, Record
+
+from fer_features.data.datasets import FER2013_LABELS, Dataset, Record
 from fer_features.data.images import _err
 
 
@@ -153,7 +155,7 @@ def _csv_table(path: Path, shown: object) -> tuple[np.ndarray, dict[int, str], l
     """(pixels, bad rows, emotion codes, usages) of the CSV. The last file read is remembered by its bytes'
     digest (~30 ms for FER2013's file): loading the same CSV again in one process (augmenting a cache of it
     does, on every call) does not parse its 35,887 rows again (~10 s)."""
-    import pandas as pd
+    import pandas as pd  # heavy: only where a table is built
 
     data = _read_bytes(path, shown)
     key = hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from fer_features.data.fer2013 import _csv_header, _load_fer2013
-from fer_features.data.datasets import Dataset, FORMATS, JAFFE_CODES, Record, canonical_label
-from fer_features.data.images import IMAGE_EXTENSIONS, _err
 
+from fer_features.data.datasets import FORMATS, JAFFE_CODES, Dataset, Record, canonical_label
+from fer_features.data.fer2013 import _csv_header, _load_fer2013
+from fer_features.data.images import IMAGE_EXTENSIONS, _err
+from fer_features.data.manifest import load_manifest
+from fer_features.data.subjects import apply_subject_pattern
 
 _JAFFE_RE = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})(\d+)\.(\d+)\.[A-Za-z0-9]+$")
 
@@ -237,8 +239,6 @@ def load_dataset(path: str | os.PathLike, format: str = "auto", *,
     """
     ds = _load(path, format, frontal_only, guess=not subject_pattern)
     if subject_pattern:
-        from fer_features.data.subjects import apply_subject_pattern
-
         ds = apply_subject_pattern(ds, subject_pattern, path)
     return ds
 
@@ -253,8 +253,6 @@ def _load(path: str | os.PathLike, format: str, frontal_only: bool, guess: bool)
         if format not in ("auto", "fer2013", "manifest"):
             raise _err(path, f"format {format} needs a folder, not a file")
         if format == "manifest" or (format == "auto" and _csv_kind(root, path) == "manifest"):
-            from fer_features.data.manifest import load_manifest
-
             return load_manifest(root, path)
         return _load_fer2013(root, path)
     if format in ("fer2013", "manifest"):

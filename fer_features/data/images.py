@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import numpy as np
-from fer_features.errors import DatasetError, ImageReadError
 
+import numpy as np
+
+from fer_features.errors import DatasetError, ImageReadError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({
     ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".dib",

@@ -4,7 +4,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-
 INTENSITY_METHODS = ("none", "histeq", "clahe", "bbhe")
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-from fer_features.data.faces import FACE_CROP_METHODS, FaceBox, FaceDetector, MIN_FACE_MARGIN, crop_face
+
+from fer_features.data.faces import FACE_CROP_METHODS, MIN_FACE_MARGIN, FaceBox, FaceDetector, crop_face
 from fer_features.data.intensity import INTENSITY_METHODS, _as_uint8, _check_image, equalize, resize, to_rgb
 
 # -- colour, dtype, size ------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ tasks, sharing these arrays" step.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import uuid
 from typing import Any, Callable, Iterable, Iterator, Sequence
+
 from fer_features.errors import ClusterError
 
 ENV_VAR = "FER_FEATURES_CLUSTER"
@@ -64,7 +66,7 @@ def parse_address(address: str) -> tuple[str, Any]:
 
 def _security(address: str):
     """Dask ``Security`` from the user's Dask config; a tls:// address needs a CA file and a client cert."""
-    from distributed import Security
+    from distributed import Security  # Dask: optional (the cluster extra), only with --cluster
 
     sec = Security()  # reads distributed.comm.tls.* (config files, DASK_DISTRIBUTED__COMM__TLS__* variables)
     if address.startswith("tls://") and not (sec.tls_ca_file and sec.tls_client_cert):
@@ -100,7 +102,7 @@ class Cluster:
     # -- connection ------------------------------------------------------------------------------
     def __enter__(self) -> "Cluster":
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client, LocalCluster  # Dask: optional (the cluster extra), only with --cluster
         except ImportError as exc:
             raise ClusterError(f"--cluster needs Dask ({exc}): pip install -e '.[cluster]'") from None
 
@@ -151,7 +153,7 @@ class Cluster:
         """Run ``fn(**shared, *task)`` for every task on the cluster; yield ``(task index, result)`` as each
         ends. ``shared`` values (e.g. the feature matrix) are sent to every worker ONCE, not with each task.
         A failing task raises here; the tasks not yet finished are cancelled."""
-        from distributed import as_completed
+        from distributed import as_completed  # Dask: optional (the cluster extra), only with --cluster
 
         tag = uuid.uuid4().hex[:10]
         shared = shared or {}
@@ -177,8 +179,6 @@ def _call(fn: Callable, shared: dict[str, Any], task: Iterable) -> Any:
 
 def open_cluster(address: str | None, *, shard_size: int | None = None, gather: bool = False, log=None):
     """A ``Cluster`` context for ``address`` (see :func:`cluster_address`), or a no-op context giving None."""
-    import contextlib
-
     if address is None:
         return contextlib.nullcontext(None)
     return Cluster(address, shard_size=shard_size, gather=gather, log=log)

@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from fer_features.features.cache import CacheWriter, _write_atomic, chunk_name, encode_chunk
-from fer_features.distributed.cluster import TF_THREADS_VAR, auto_shard_size
-from fer_features.errors import ClusterError
-from fer_features.errors import ImageReadError
+from fer_features import __version__
 from fer_features.data.images import read_image
-from fer_features.errors import ExtractionError
-from fer_features.features.extractor import FeatureExtractor
+from fer_features.distributed.cluster import TF_THREADS_VAR, auto_shard_size
+from fer_features.errors import ClusterError, ExtractionError, ImageReadError
+from fer_features.features.cache_writer import CacheWriter, _write_atomic, chunk_name, encode_chunk
 from fer_features.features.extract import cache_attrs, dataset_summary, log_outcome
+from fer_features.features.extractor import FeatureExtractor
 
 # per worker process: the built extractor of the settings it last ran (one network in memory at a time)
 _MODELS: dict[str, FeatureExtractor] = {}
@@ -48,7 +48,7 @@ def _tf_threads() -> None:
     n = os.environ.get(TF_THREADS_VAR)
     if not n:
         return
-    import tensorflow as tf
+    import tensorflow as tf  # heavy, and optional beside JAX: only where TensorFlow itself is used
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(n))
@@ -73,8 +73,6 @@ def _extractor(params: dict) -> tuple[FeatureExtractor, float | None]:
 
 def _probe(params: dict) -> dict:
     """Build the network on one worker: its feature width, build time and the package version there."""
-    from fer_features import __version__
-
     ext, built = _extractor(params)
     return {"dim": int(ext.n_features_out_), "build_seconds": built or 0.0, "version": __version__}
 
@@ -171,7 +169,7 @@ def extract_shards(cluster, path: Path, key: str, settings: dict, ds, ext: Featu
                    progress: bool, log) -> tuple[Path, dict]:
     """Extract ``ds`` into the cache ``path`` on ``cluster``; returns (final path, timings). The caller holds
     the cache lock (``extract.extract_dataset`` does)."""
-    from distributed import as_completed, wait
+    from distributed import as_completed, wait  # Dask: optional (the cluster extra), only with --cluster
 
     client = cluster.client
     t_start = time.perf_counter()
@@ -181,7 +179,6 @@ def extract_shards(cluster, path: Path, key: str, settings: dict, ds, ext: Featu
     workers = list(client.scheduler_info()["workers"])
     probes = client.gather([client.submit(_probe, params, key=f"fer-probe-{tag}-{k}", workers=[w],
                                           allow_other_workers=False, pure=False) for k, w in enumerate(workers)])
-    from fer_features import __version__
 
     if {p["dim"] for p in probes} != {probes[0]["dim"]}:
         raise ExtractionError(f"the workers build networks of different widths {sorted({p['dim'] for p in probes})}: "
@@ -222,9 +219,7 @@ def extract_shards(cluster, path: Path, key: str, settings: dict, ds, ext: Featu
 
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, initial=done, unit="img", desc=f"extract {ext.backbone} on {cluster.n_workers} workers",
+        bar = tqdm(total=n, initial=done, unit="img", desc=f"extract {ext.spec_.backbone.ref} on {cluster.n_workers} workers",
                    file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     futs = as_completed()
     flying: dict[str, Any] = {}

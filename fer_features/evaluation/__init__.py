@@ -8,17 +8,26 @@ from fer_features.data.splits import TEST_SPLIT_NAMES, VALIDATION_SPLITS
 from fer_features.errors import ProtocolError
 from fer_features.evaluation.api import compare
 from fer_features.evaluation.api import evaluate as evaluate_cache
-from fer_features.evaluation.evaluate import evaluate, evaluate_many
+from fer_features.evaluation.engine import evaluate, evaluate_many
 from fer_features.evaluation.folds import LocalExecutor, progress_bar
 from fer_features.evaluation.leakage import accuracy_without, duplicate_report, row_hashes
 from fer_features.evaluation.normalize import SUBJECT_NORM_NOTES, SUBJECT_NORMS, subject_normalize
 from fer_features.evaluation.protocols import FEATURE_DEFAULTS, describe_protocol
 from fer_features.evaluation.result import Result
-from fer_features.evaluation.run import augmented_data, cache_summary, run
+from fer_features.evaluation.runner import augmented_data, cache_summary, run
 from fer_features.evaluation.scoring import ACCURACY_DEFINITION, score_folds
 from fer_features.evaluation.splits import (
-    LEAKY_PROTOCOL, NO_SUBJECTS_WARNING, PROTOCOLS, SPLITTERS, SUBJECT_INDEPENDENT, Splitter, default_protocol,
-    make_splits, make_splitter, protocol_for_cache, require_classes,
+    LEAKY_PROTOCOL,
+    NO_SUBJECTS_WARNING,
+    PROTOCOLS,
+    SPLITTERS,
+    SUBJECT_INDEPENDENT,
+    Splitter,
+    default_protocol,
+    make_splits,
+    make_splitter,
+    protocol_for_cache,
+    require_classes,
 )
 
 __all__ = [

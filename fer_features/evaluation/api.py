@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fer_features.evaluation.result import Result
-from fer_features.evaluation.run import run
+from fer_features.evaluation.runner import run
 from fer_features.features.cache import FeatureCache, load_cache
 
 
@@ -20,7 +20,7 @@ def compare(cache: FeatureCache | str | Path, classifiers: Sequence[str] = ("lin
 
     ``protocol``: auto (subject-grouped 10-fold with subject ids, the official split with one, else stratified
     10-fold), loso, group-kfold, kfold, holdout, official, augment-then-split (leaky, labelled so) or
-    cross-dataset (``test_cache=``). ``options``: those of ``evaluation.run.run`` (folds, seed, subject_norm,
+    cross-dataset (``test_cache=``). ``options``: those of ``evaluation.run`` (folds, seed, subject_norm,
     augment/copies/balance, pca, overrides, engine, test_cache, cluster...). Warnings the CLI prints are in each
     result's ``warnings``."""
     results, _ = run(_cache(cache), list(classifiers), protocol, progress=progress, **options)

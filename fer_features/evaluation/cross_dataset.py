@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from fer_features.data.datasets import CANONICAL_LABELS, dataset_stem
+from fer_features.errors import ProtocolError
+from fer_features.evaluation.protocols import FEATURE_DEFAULTS, describe_protocol
+from fer_features.features.spec import EXTRACTION_KEYS
 
 PROTOCOL = "cross-dataset"
 
 
 def _protocol_error(msg: str):
-    from fer_features.errors import ProtocolError
-
     return ProtocolError(msg)
 
 
@@ -34,16 +35,12 @@ def dataset_name(cache) -> str:
 
 def feature_settings(cache) -> dict[str, Any]:
     """The settings that define the features: the stored settings less the dataset's own (``dataset_*``)."""
-    from fer_features.evaluation.protocols import FEATURE_DEFAULTS
-
     s = {**FEATURE_DEFAULTS, **cache.settings}
     return {k: v for k, v in s.items() if not k.startswith("dataset")}
 
 
 def check_same_settings(train, test) -> None:
     """``ProtocolError`` naming the first setting that differs between the two caches' features."""
-    from fer_features.features.settings import EXTRACTION_KEYS
-
     a, b = feature_settings(train), feature_settings(test)
     keys = [k for k in EXTRACTION_KEYS if k in a or k in b] + sorted((set(a) | set(b)) - set(EXTRACTION_KEYS))
     for k in keys:
@@ -89,8 +86,6 @@ def cross_data(train, test, protocol: str = "auto", *, subject_norm: str = "none
 
     Returns (X, y, groups, splits, protocol info, warnings, label names, result fields).
     """
-    from fer_features.evaluation.protocols import describe_protocol
-
     if protocol not in ("auto", PROTOCOL):
         raise _protocol_error(f"--test-cache trains on all of one cache and tests on all of the other (protocol "
                               f"{PROTOCOL}); protocol {protocol!r} cannot be combined with it")

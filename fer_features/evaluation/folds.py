@@ -18,7 +18,7 @@ from fer_features.classify import presets as clfs
 from fer_features.classify import registry
 from fer_features.errors import ProtocolError
 from fer_features.evaluation.normalize import SUBJECT_NORMS, subject_normalize
-from fer_features.evaluation.splits import _has_groups
+from fer_features.evaluation.splits import has_groups
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _fit_params(pipe, tr, meta) -> dict:
     if not getattr(pipe, "accepts_groups", False):
         return {}
     groups, split = meta or (None, None)
-    return {"groups": None if not _has_groups(groups) else np.asarray(groups)[tr],
+    return {"groups": None if not has_groups(groups) else np.asarray(groups)[tr],
             "split": None if split is None else np.asarray(split)[tr], "row_ids": np.asarray(tr)}
 
 
@@ -128,7 +128,7 @@ def subject_norm_for(subject_norm: str | None, y, label_names, groups) -> Subjec
         return None
     if subject_norm not in SUBJECT_NORMS:
         raise ProtocolError(f"unknown --subject-norm {subject_norm!r}; use one of {', '.join(SUBJECT_NORMS)}")
-    if not _has_groups(groups):
+    if not has_groups(groups):
         raise ProtocolError("--subject-norm needs subject ids; this dataset has none")
     neutral = None
     if subject_norm == "neutral":

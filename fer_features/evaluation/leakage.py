@@ -1,9 +1,14 @@
-"""TODO docstring."""
+"""Leakage checks: identical feature rows across a fold's train and test parts, and re-scoring a result
+without the test images that have a copy in training (``accuracy_without``)."""
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from typing import Any, Sequence
+
 import numpy as np
+
+from fer_features.evaluation import stats
 
 
 def row_hashes(X: np.ndarray) -> np.ndarray:
@@ -26,8 +31,6 @@ def duplicate_report(hashes: np.ndarray, splits: list) -> dict[str, int]:
 def accuracy_without(result: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
     """A result's pooled accuracy over its test images minus ``paths`` (matched by the predictions' paths),
     with its 95 % interval (same method as the result's, images as units without subjects)."""
-    from fer_features.evaluation import stats
-
     p = result.get("predictions") or {}
     if not p.get("path") or not any(p["path"]):
         raise ValueError(f"{result.get('classifier')}: the result has no per-image paths to leave images out by")

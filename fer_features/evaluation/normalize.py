@@ -1,8 +1,8 @@
-"""TODO docstring."""
+"""Subject normalisation (``--subject-norm``): each subject's mean (or mean neutral) feature subtracted, each
+part of a fold on its own rows."""
 from __future__ import annotations
 
 import numpy as np
-
 
 SUBJECT_NORMS = ("none", "center", "neutral")
 

@@ -10,8 +10,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from fer_features.evaluation import stats
 from fer_features.evaluation.result import Result
-from fer_features.evaluation.splits import _has_groups
-
+from fer_features.evaluation.splits import has_groups
 
 ACCURACY_DEFINITION = "correct / all test images, pooled over folds"
 
@@ -71,7 +70,7 @@ def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, spli
 def _uncertainty(y: np.ndarray, splits: list, preds: list, groups, probas) -> dict[str, Any]:
     """``accuracy_ci``, its method and the per-image ``predictions`` of a result (see ``score_folds``)."""
     rows = np.concatenate([np.asarray(te, dtype=np.int64) for _, te in splits])
-    subj = np.asarray(groups)[rows].astype(str) if _has_groups(groups) else None
+    subj = np.asarray(groups)[rows].astype(str) if has_groups(groups) else None
     y_true, y_pred = np.asarray(y)[rows], np.concatenate(preds)
     lo, hi, method = stats.accuracy_ci(y_true == y_pred, subj if subj is not None else rows,
                                        unit="subjects" if subj is not None else "images")

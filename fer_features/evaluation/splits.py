@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
-from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
+from sklearn.model_selection import (
+    LeaveOneGroupOut,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    StratifiedShuffleSplit,
+)
 
+from fer_features.data.splits import official_split
 from fer_features.errors import ProtocolError
 from fer_features.evaluation.protocols import describe_protocol
-from fer_features.data.splits import official_split
-
 
 PROTOCOLS = ("auto", "holdout", "kfold", "group-kfold", "loso", "official", "augment-then-split", "cross-dataset")
 
@@ -37,7 +41,7 @@ def default_protocol(has_subjects: bool, has_split: bool) -> str:
     return "kfold"
 
 
-def _has_groups(groups) -> bool:
+def has_groups(groups) -> bool:
     """Subject ids given for every row (an empty id means none)."""
     return groups is not None and len(groups) > 0 and all(g != "" for g in groups)
 
@@ -72,14 +76,14 @@ class Splitter:
 
     def split(self, y, groups=None, split=None) -> tuple[list, dict[str, Any]]:
         y = np.asarray(y)
-        if self.name in SUBJECT_INDEPENDENT and not _has_groups(groups):
+        if self.name in SUBJECT_INDEPENDENT and not has_groups(groups):
             raise ProtocolError(f"protocol {self.name!r} needs subject ids; this dataset has none "
                                 "(use kfold or official)")
         info: dict[str, Any] = {"protocol": self.name, "seed": self.seed}
         splits = self._pairs(y, np.arange(len(y)), groups, split, info)
         info["n_folds"] = len(splits)
         info["subject_independent"] = self.name in SUBJECT_INDEPENDENT
-        if _has_groups(groups) and self.name not in SUBJECT_INDEPENDENT:
+        if has_groups(groups) and self.name not in SUBJECT_INDEPENDENT:
             shared = sum(len(set(groups[tr]) & set(groups[te])) for tr, te in splits)
             info["subjects_in_train_and_test"] = int(shared)
         info["description"] = describe_protocol(info)
@@ -195,7 +199,7 @@ def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray | None = None, 
                 train_splits: Sequence[str] | None = None, seed: int = 0,
                 label_names: Sequence[str] | None = None) -> tuple[list, dict]:
     """Train/test index pairs for ``protocol`` plus a dict describing what was done (``label_names``: for errors)."""
-    if protocol in SUBJECT_INDEPENDENT and not _has_groups(groups):  # before the options are checked, as always
+    if protocol in SUBJECT_INDEPENDENT and not has_groups(groups):  # before the options are checked, as always
         raise ProtocolError(f"protocol {protocol!r} needs subject ids; this dataset has none (use kfold or official)")
     splitter = make_splitter(protocol, folds=folds, test_size=test_size, test_split=test_split,
                              train_splits=train_splits, seed=seed, label_names=label_names)

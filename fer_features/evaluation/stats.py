@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.stats import binomtest
+
 from fer_features.errors import MismatchError
 
 N_RESAMPLES = 2000
@@ -65,8 +67,6 @@ def accuracy_ci(correct: Sequence[bool], clusters: Sequence | None = None, *, n_
 
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> float:
     """Two-sided exact McNemar p: a binomial test (p = 0.5) on the images exactly one of the two got right."""
-    from scipy.stats import binomtest
-
     a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
     n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
     if n01 + n10 == 0:

@@ -15,9 +15,16 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import cv2
 import h5py
 import numpy as np
-from fer_features.errors import AugmentError
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from fer_features.data.formats import load_dataset
+from fer_features.errors import AugmentError, DatasetError
+from fer_features.features.cache import cache_lock
+from fer_features.features.extractor import FeatureExtractor
+from fer_features.features.spec import cache_options
 
 AUGMENT_HELP = ("augmentation ranges as NAME=VALUE,... (rotation degrees, shift and zoom as fractions, shear "
                 "degrees, stretch fraction, brightness fraction, flip 0/1), or 'default' (the seed papers': "
@@ -75,8 +82,6 @@ def parse_augment(spec: str | None, seed: int = 0) -> AugmentConfig:
 
 def random_transform(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """One random copy of an ``(H, W, C)`` uint8 image (OpenCV affine warp, edges replicated)."""
-    import cv2
-
     h, w = img.shape[:2]
     u = lambda r: rng.uniform(-r, r) if r else 0.0  # noqa: E731 - draws happen in a fixed order
     angle, zoom, shear, stretch = u(cfg.rotation), 1 + u(cfg.zoom), u(cfg.shear), 1 + u(cfg.stretch)
@@ -190,11 +195,6 @@ class AugmentStore:
     def _extractor_and_dataset(self, missing: list[tuple[int, int]]):
         """The extractor of the cache's settings, its dataset, and the dataset index of every needed row;
         all checked before anything is written."""
-        from fer_features.errors import DatasetError
-        from fer_features.data.formats import load_dataset
-        from fer_features.features.extractor import FeatureExtractor
-        from fer_features.features.settings import extraction_settings
-
         root, fmt = self.cache.dataset_root, self.cache.settings.get("dataset_format", "auto")
         if not root:
             raise AugmentError(f"{self.cache.path}: the cache does not record its dataset; cannot augment")
@@ -216,12 +216,10 @@ class AugmentStore:
         if ds.fingerprint() != fp and (None in rows or ds.subset(rows).fingerprint() != fp):  # or a subset
             raise AugmentError(f"{root}: the dataset changed since {Path(self.cache.path).name} was made; "
                                "re-run extract")
-        ext = FeatureExtractor(**extraction_settings(self.cache), batch_size=self.batch_size).fit()
+        ext = FeatureExtractor(**cache_options(self.cache), batch_size=self.batch_size).fit()
         return ext, ds, rows
 
     def _extract(self, missing: list[tuple[int, int]]) -> None:
-        from fer_features.features.cache import cache_lock
-
         with cache_lock(self.path, what="augmentation"):
             index = self._index()  # another process may have embedded some while we waited
             missing = [p for p in missing if p not in index]
@@ -241,7 +239,7 @@ class AugmentStore:
                                augment_json=json.dumps(self.cfg.to_dict(), sort_keys=True))
             bar = None
             if self.progress:
-                from tqdm import tqdm
+                from tqdm import tqdm  # only where a progress bar is shown
 
                 bar = tqdm(total=len(missing), unit="img", desc="augment", file=sys.stderr, dynamic_ncols=True,
                            mininterval=0.5)
@@ -333,8 +331,6 @@ def augment_then_split(cache, cfg: AugmentConfig, *, copies: int = 0, balance: i
                        folds: int = 1, test_size: float = 0.1, seed: int = 0,
                        progress: bool = True) -> AugmentedData:
     """The seed papers' LEAKY protocol: augment every image first, then split the pooled set at random."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
     n = len(cache.labels)
     plan = fold_plan(np.arange(n), cache.labels, copies=copies, balance=balance, seed=cfg.seed)
     store = AugmentStore(cache, cfg, progress=progress)

@@ -5,22 +5,39 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from fer_features import backbones as bb
-from fer_features.features.cache import (
-    CacheWriter, cache_filename, cache_key, is_complete, load_cache, package_versions, read_attrs,
-)
+from fer_features.backbones import device
+from fer_features.data.datasets import Dataset, dataset_stem
 from fer_features.data.faces import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
-from fer_features.errors import ExtractionError, Terminated
-from fer_features.features.extractor import DEFAULT_FLIP_AVERAGE, FeatureExtractor
+from fer_features.data.formats import load_dataset
+from fer_features.data.subjects import apply_subject_pattern
+from fer_features.errors import ExtractionError, ImageReadError, Terminated
+from fer_features.features.cache import (
+    cache_filename,
+    cache_key,
+    cache_lock,
+    is_complete,
+    load_cache,
+    package_versions,
+    read_attrs,
+    set_dataset_root,
+)
+from fer_features.features.cache_writer import CacheWriter
+from fer_features.features.extractor import FeatureExtractor
+from fer_features.features.spec import DEFAULT_FLIP_AVERAGE, ExtractionSpec
 
 DEFAULT_CACHE_DIR = "cache"
 
@@ -40,7 +57,6 @@ def dataset_cache_path(dataset, extractor: FeatureExtractor, cache_dir: str | Pa
     if opts:
         settings["dataset_options"] = opts
     key = cache_key(settings, dataset.fingerprint())
-    from fer_features.data.datasets import dataset_stem
 
     name = dataset_stem(dataset.root) or "dataset"
     return Path(cache_dir or default_cache_dir()) / cache_filename(name, settings, key), key, settings
@@ -57,9 +73,6 @@ def dataset_summary(ds) -> str:
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """Turn SIGTERM into :class:`Terminated` for the block (main thread only; restored after)."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -87,8 +100,6 @@ def _complete_with_key(path: Path, key: str) -> Path | None:
 
 def _cache_hit(path: Path, ds, log) -> Path:
     """Log the hit and, when the dataset now lies elsewhere (copied, moved), record its new root."""
-    from fer_features.features.cache import set_dataset_root
-
     log(f"cache hit: {path}")
     root = str(ds.root)
     try:
@@ -108,7 +119,7 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
                     flip_average: bool = DEFAULT_FLIP_AVERAGE, precision: str = "float32",
                     batch_size: int = 32, frontal_only: bool = False, subject_pattern: str | None = None,
                     strict: bool = False, progress: bool = True, workers: int = 2,
-                    log=None, runner=None) -> Path:
+                    log=None, runner=None, spec: ExtractionSpec | None = None) -> Path:
     """Embed every image of a dataset (path or ``Dataset``) into the HDF5 cache; return the cache path.
 
     An identical earlier run is a cache hit (no model is loaded); an interrupted or killed one is resumed
@@ -117,23 +128,20 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     ``subject_pattern``: a regex giving each image's subject id (see ``subjects.py``); part of the cache key.
     ``runner``: a callable doing the extraction step instead of this process, same arguments as
     ``_extract_into`` less ``workers`` (``distributed_extract.on_cluster(cluster)``: shards on a Dask cluster).
+    ``spec``: an ``ExtractionSpec`` already built, instead of the options from ``backbone`` to ``precision``.
     """
-    from fer_features.features.cache import cache_lock
-    from fer_features.data.datasets import Dataset
-    from fer_features.data.formats import load_dataset
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if isinstance(data, Dataset):
         ds = data
         if subject_pattern:
-            from fer_features.data.subjects import apply_subject_pattern
-
             ds = apply_subject_pattern(ds, subject_pattern, ds.root)
     else:
         ds = load_dataset(data, format, frontal_only=frontal_only, subject_pattern=subject_pattern)
-    ext = FeatureExtractor(backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
-                           layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,
-                           align=align, flip_average=flip_average, precision=precision, batch_size=batch_size)
+    if spec is None:  # the door: every option resolved and checked once, read downstream
+        spec = ExtractionSpec.build(backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
+                                    layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,
+                                    align=align, flip_average=flip_average, precision=precision)
+    ext = FeatureExtractor.from_spec(spec, batch_size=batch_size)
     path, key, settings = dataset_cache_path(ds, ext, cache_dir)
     if (hit := _complete_with_key(path, key)) is not None:
         return _cache_hit(hit, ds, log)
@@ -157,8 +165,8 @@ def cache_attrs(settings: dict, ds, ext: FeatureExtractor, *, compute_device: st
         "dataset_fingerprint": ds.fingerprint(),
         "dataset_root": str(ds.root),
         "n_records": len(ds),
-        "weights_spec": bb.normalize_weights(ext.weights),
-        **({"backbone_spec": ext.spec.source}  # where the .keras file was read
+        "weights_spec": ext.spec_.weights,
+        **({"backbone_spec": ext.spec_.backbone.source}  # where the .keras file was read
            if settings.get("weights") == "model-file" else {}),
         **({"compute_device": compute_device} if compute_device else {}),
         **{k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in settings.items()},
@@ -169,23 +177,18 @@ def log_outcome(writer: CacheWriter, ext: FeatureExtractor, log) -> None:
     """After a finished extraction: how many images were skipped, and in how many no face was found."""
     if writer.n_skipped:
         log(f"{writer.n_skipped} unreadable image(s) skipped (listed in the cache attribute skipped_paths)")
-    if ext.face_crop != "none":
+    if ext.spec_.face_crop != "none":
         log(f"no face found in {writer.n_no_face} of {writer.n_rows} image(s): whole image kept")
 
 
 def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtractor, *, strict: bool,
                   progress: bool, workers: int, log) -> Path:
     """The extraction itself, into ``path`` (the caller holds the cache lock)."""
-    from fer_features.backbones import device
-    from fer_features.errors import ImageReadError
-
     t_build = time.perf_counter()
     ext.fit()
     t_build = time.perf_counter() - t_build
-    on = "CPU" if ext.spec.classical else device.describe()
+    on = "CPU" if ext.spec_.backbone.classical else device.describe()
     if on.startswith("tensorflow") and (clash := device.tensorflow_conflict()):
-        import warnings
-
         warnings.warn(clash, UserWarning, stacklevel=2)
     t0 = time.perf_counter()
     label_names = list(ds.label_names)
@@ -214,9 +217,7 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
 
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, initial=start, unit="img", desc=f"extract {ext.backbone}", file=sys.stderr,
+        bar = tqdm(total=n, initial=start, unit="img", desc=f"extract {ext.spec_.backbone.ref}", file=sys.stderr,
                    dynamic_ncols=True, mininterval=0.5)
     n_done_rows = 0
     ok = False

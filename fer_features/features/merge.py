@@ -23,10 +23,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from fer_features.features.cache import (
-    CACHE_FORMAT, _strs, is_complete, package_versions, read_attrs, require_complete,
-)
 from fer_features.errors import CacheError
+from fer_features.features.cache import (
+    CACHE_FORMAT,
+    _strs,
+    is_complete,
+    package_versions,
+    read_attrs,
+    require_complete,
+)
 
 MERGE_FORMAT = 1
 _ROW_STRS = ("subjects", "split", "paths", "raw_labels")

@@ -124,7 +124,7 @@ def resumable_early_stopping(store: TrainingStore, state: dict, i: int, patience
     """Keras callback: records each epoch in ``state['phases'][i]`` (history, seconds), tracks the best
     validation accuracy and the early-stopping wait (``monitor``: there is a validation set), stops after
     ``patience`` epochs without improvement, and checkpoints through ``store``."""
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
     class ResumableEarlyStopping(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

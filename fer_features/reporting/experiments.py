@@ -19,11 +19,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from fer_features import backbones as bb
-from fer_features.classify import presets as C
 from fer_features import evaluation as ev
+from fer_features.classify import presets as C
+from fer_features.data.formats import load_dataset
+from fer_features.distributed.extract import on_cluster
 from fer_features.features.augment import AugmentConfig
+from fer_features.features.cache import load_cache
+from fer_features.features.extract import extract_dataset
+from fer_features.features.extractor import WHOLE_IMAGE
+from fer_features.reporting.machine import machine_info
 
 
 def default_backbones() -> list[str]:
@@ -52,8 +59,6 @@ def _without_predictions(obj):
 
 
 def _header(title: str, command: str, seconds: float, extra: list[str]) -> list[str]:
-    from fer_features.reporting.machine import machine_info
-
     return [f"# {title}", "", f"Command: `{command}` ({seconds / 60:.1f} min on this machine)",
             f"Machine: {machine_info([('sklearn', 'scikit-learn'), ('sklearnex', 'scikit-learn-intelex'), ('tensorflow', 'TensorFlow')])}.",
             f"Engine: {C.DEFAULT_ENGINE} for the SVMs, the one-pass numba loss for the 10-unit neural networks, "
@@ -65,14 +70,8 @@ _CLUSTER: contextvars.ContextVar = contextvars.ContextVar("fer_features_experime
 
 
 def _extract(data, log, **kw):
-    from fer_features.features.cache import load_cache
-    from fer_features.features.extractor import WHOLE_IMAGE
-    from fer_features.features.extract import extract_dataset
-
     kw = {**WHOLE_IMAGE, **kw}  # the seed studies fed whole images
     if (cluster := _CLUSTER.get()) is not None:
-        from fer_features.distributed.extract import on_cluster
-
         kw["runner"] = on_cluster(cluster)
     return load_cache(extract_dataset(data, progress=sys.stderr.isatty(), log=log, **kw))
 
@@ -142,9 +141,6 @@ def seed_jaffe(data_root: Path, backbones: list[str], classifiers: list[str], lo
 # -- seed-resnet-svm --------------------------------------------------------------------------------------
 def fer_three_classes(csv: Path, n_images: int, seed: int = 0):
     """A stratified sample of FER2013's happy, sad and surprise images (all usages), as a Dataset."""
-    from sklearn.model_selection import train_test_split
-
-    from fer_features.data.formats import load_dataset
 
     ds = load_dataset(csv)
     labels = np.array([r.label for r in ds.records])

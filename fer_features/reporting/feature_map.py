@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.neighbors import NearestNeighbors
+
+from fer_features.reporting.tables import _pyplot
 
 DEFAULT_MAX_POINTS = 3000
 PCA_DIMS = 50
@@ -57,7 +62,6 @@ def neighbour_agreement(X: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS,
     n = len(labels)
     if groups is not None:
         return _cross_group_agreement(np.asarray(X, np.float64), labels, np.asarray(groups), k)
-    from sklearn.neighbors import NearestNeighbors
 
     k = min(k, n - 1)
     if k < 1:
@@ -96,9 +100,6 @@ def chance_agreement(labels: np.ndarray) -> float:
 
 def embed(X: np.ndarray, seed: int = 0) -> np.ndarray:
     """Standardise, PCA to at most 50 dimensions, then 2-D t-SNE (seeded)."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
     n = len(X)
     dims = min(PCA_DIMS, X.shape[1], n)
     Z = PCA(n_components=dims, random_state=seed).fit_transform(X) if dims < X.shape[1] else X
@@ -113,7 +114,7 @@ def _standardised(features: np.ndarray) -> np.ndarray:
 
 
 def _colours(n: int):
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy: only when a plot is drawn
 
     if n <= 10:
         return colormaps["tab10"](np.arange(n) % 10)
@@ -126,8 +127,6 @@ def plot_feature_map(cache, path: str | Path, *, max_points: int = DEFAULT_MAX_P
                      k: int = NEIGHBOURS) -> dict[str, Any]:
     """Write the two-panel map of ``cache`` (a ``FeatureCache`` or anything with ``features``, ``labels``,
     ``label_names``, ``subjects``, ``has_subjects``) to ``path``; returns the numbers and texts shown."""
-    from fer_features.reporting.tables import _pyplot
-
     labels_all = np.asarray(cache.labels)
     n_total = len(labels_all)
     if n_total < 3:

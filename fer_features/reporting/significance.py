@@ -2,18 +2,17 @@
 test images (the statistics themselves are in ``stats``)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from fer_features.evaluation.stats import ALPHA, N_RESAMPLES, SEED, paired_test, result_ci
+from fer_features.reporting.tables import load_results
 
 
 def load_result(spec: str, name: str | None = None) -> dict:
     """One result from a file: the JSON line ``classify --json`` prints (or that command's whole stdout), or a
     ``results.json`` of ``compare``; ``name`` (or ``FILE#name``) picks an entry by classifier."""
-    import json
-    from pathlib import Path
-
-    from fer_features.reporting.tables import load_results
 
     if name is None and "#" in spec and not Path(spec).exists():
         spec, name = spec.rsplit("#", 1)

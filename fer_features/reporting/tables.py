@@ -9,6 +9,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fer_features.classify.search import search_table
+from fer_features.evaluation.stats import vs_best_note
+
 TABLE_COLUMNS = (("setup", "setup"), ("classifier", "classifier"), ("protocol", "protocol"),
                  ("accuracy", "accuracy % (pooled)"), ("accuracy_std", "fold std"), ("macro_f1", "macro-F1 %"),
                  ("fit_seconds", "fit s (total)"), ("predict_seconds", "predict s (total)"), ("engine", "engine"))
@@ -92,8 +95,6 @@ def table_rows(results: Sequence[dict]) -> list[list[str]]:
 
 def table_note(results: Sequence[dict]) -> str:
     """The line under a table: the interval's method(s) and, with a ``vs best`` column, the test used."""
-    from fer_features.evaluation.stats import vs_best_note
-
     methods = list(dict.fromkeys(r["accuracy_ci_method"] for r in results if r.get("accuracy_ci_method")))
     lines = [f"[95 % CI]: {'; '.join(methods)}"] if methods else []
     note = vs_best_note(results)
@@ -167,10 +168,10 @@ def _short_setup(r: dict) -> str:
 
 def _pyplot():
     """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
 
     return plt
 
@@ -299,7 +300,6 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Cla
           "![accuracy and time](accuracy_time.png)", ""]
     md += [f"![{p.stem}]({p.name})" for p in pngs]
     if any(r.get("search") for r in results):  # optimizable presets: what each outer fold's search chose
-        from fer_features.classify.optimizable import search_table
 
         md += ["", "## Chosen hyper-parameters", ""]
         md += [search_table(r, markdown=True) + "\n" for r in results if r.get("search")]

@@ -13,218 +13,30 @@ Results carry the same keys as ``evaluation.evaluate`` so ``compare --include`` 
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import sys
 import time
-import zipfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fer_features import backbones as bb
-from fer_features.features.augment import AugmentConfig
-from fer_features.data.faces import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
-
-MODES = ("head", "top", "full", "scratch")
-KERAS_META = "fer_features.json"  # extra member of the saved .keras zip: labels and preprocessing
-
-
-@dataclass
-class FinetuneConfig:
-    """Every setting of a fine-tuning run (stored with its results and its saved model)."""
-
-    backbone: str = bb.DEFAULT_BACKBONE
-    mode: str = "top"
-    weights: str = "imagenet"
-    image_size: int | None = None
-    epochs: int = 10  # per phase: the head phase, then the fine phase (top/full)
-    head_epochs: int | None = None  # top/full: epochs of the head phase before the fine one (None: epochs)
-    batch_size: int = 32
-    lr: float = 1e-3
-    fine_lr: float = 1e-4
-    hidden: int = 0  # units of an optional dense hidden layer in the head (with dropout)
-    dropout: float = 0.2
-    patience: int = 3  # early stopping on validation accuracy; best weights restored
-    val_fraction: float = 0.15
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    preprocess: str = "none"
-    face_crop: str = DEFAULT_FACE_CROP  # the same preparation as extract's by default
-    face_margin: float = DEFAULT_FACE_MARGIN
-    align: bool = False
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown fine-tuning mode {self.mode!r}; use one of {', '.join(MODES)}")
-        cfg = bb.get_config(self.backbone)
-        if cfg.family == "classical":
-            raise ValueError(f"{self.backbone} is not a network: it cannot be fine-tuned")
-        head = 1 if self.head_epochs is None else self.head_epochs
-        if min(self.epochs, head, self.batch_size) < 1 or self.lr <= 0 or self.fine_lr <= 0:
-            raise ValueError("epochs and batch size must be >= 1 and learning rates > 0")
-        if not 0 <= self.dropout < 1 or not 0 <= self.val_fraction < 0.5:
-            raise ValueError("dropout must be in [0, 1) and the validation fraction in [0, 0.5)")
-
-    @property
-    def size(self) -> int:
-        return int(self.image_size or bb.get_config(self.backbone).default_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["image_size"] = self.size
-        return d
-
-    def name(self) -> str:
-        return f"finetune_{self.backbone}_{self.mode}"
-
-    def extraction(self) -> dict[str, Any]:
-        """The image preparation settings (stored in a saved model; ``preprocessor`` rebuilds it)."""
-        return {"image_size": self.size, "preprocess": self.preprocess, "face_crop": self.face_crop,
-                "face_margin": float(self.face_margin), "align": bool(self.align)}
-
-
-def preprocessor(extraction: dict[str, Any]):
-    """The ``Preprocessor`` of ``FinetuneConfig.extraction()`` settings: the same preparation as extract."""
-    from fer_features.data.preprocess import PreprocessConfig, Preprocessor
-
-    return Preprocessor(PreprocessConfig(image_size=int(extraction["image_size"]), face_crop=extraction["face_crop"],
-                                         face_margin=float(extraction["face_margin"]),
-                                         align=bool(extraction.get("align", False)),  # absent: saved before --align
-                                         intensity=extraction["preprocess"]))
-
-
-# -- model ----------------------------------------------------------------------------------------------
-def build_model(cfg: FinetuneConfig, n_classes: int):
-    """(model, backbone): RGB 0-255 input -> family preprocessing -> backbone -> pooled -> [dense] -> softmax."""
-    import keras
-
-    from fer_features.backbones.layers import InputNormalization
-
-    bcfg = bb.get_config(cfg.backbone)
-    weights = "random" if cfg.mode == "scratch" else bb.normalize_weights(cfg.weights)
-    base = bb.base_network(bcfg, False, weights, cfg.size)
-    inputs = keras.Input((cfg.size, cfg.size, 3), name="rgb_0_255")
-    x = InputNormalization(bcfg.preprocess, name="preprocess_input")(inputs)
-    # Keras 3 hands the outer ``training`` flag to every inner layer (a ``training=False`` here would be
-    # overridden by fit), so batch norm is kept in inference mode by set_phase instead.
-    x = base(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    if cfg.hidden:
-        x = keras.layers.Dense(cfg.hidden, activation="relu", name="hidden")(x)
-    if cfg.dropout:
-        x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    out = keras.layers.Dense(n_classes, activation="softmax", name="classes")(x)
-    return keras.Model(inputs, out, name=cfg.name()), base
-
-
-def last_stage_start(base) -> int:
-    """Index of the first backbone layer at the resolution of its last convolution: the last stage."""
-    maps = [(i, tuple(layer.output.shape[1:3])) for i, layer in enumerate(base.layers)
-            if len(getattr(layer.output, "shape", ())) == 4]
-    last_weighted = max(i for i, layer in enumerate(base.layers) if layer.weights and len(layer.output.shape) == 4)
-    size = dict(maps)[last_weighted]
-    return next(i for i, s in maps if s == size)
-
-
-def set_phase(base, cfg: FinetuneConfig, phase: str) -> None:
-    """head: backbone frozen; top: its last stage trainable; full/scratch: all trainable.
-
-    Batch norm of a pretrained backbone stays frozen in every phase: a non-trainable Keras 3
-    BatchNormalization runs in inference mode (ImageNet statistics, no updates from small batches).
-    Only ``scratch`` (random initialisation) trains its batch norm.
-    """
-    import keras
-
-    if phase == "head":
-        base.trainable = False
-        return
-    base.trainable = True  # (a no-op if it already was: so every layer is set explicitly below)
-    k = last_stage_start(base) if phase == "top" else 0
-    for i, layer in enumerate(base.layers):
-        frozen_bn = isinstance(layer, keras.layers.BatchNormalization) and cfg.mode != "scratch"
-        layer.trainable = i >= k and not frozen_bn
-
-
-# -- data -----------------------------------------------------------------------------------------------
-def _augmenter(aug: AugmentConfig | None, seed: int):
-    import keras
-
-    if aug is None:
-        return None
-    layers = []
-    if aug.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation:
-        layers.append(keras.layers.RandomRotation(aug.rotation / 360.0, fill_mode="nearest", seed=seed))
-    if aug.shift:
-        layers.append(keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="nearest", seed=seed))
-    if aug.zoom or aug.stretch:
-        z = aug.zoom or 0.0
-        layers.append(keras.layers.RandomZoom((-z - aug.stretch, z + aug.stretch), (-z, z), fill_mode="nearest",
-                                              seed=seed))
-    if aug.shear:
-        layers.append(keras.layers.RandomShear(x_factor=aug.shear / 45.0, fill_mode="nearest", seed=seed))
-    if aug.brightness:
-        layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed))
-    return keras.Sequential(layers, name="augment") if layers else None
-
-
-def _tensorflow():
-    """TensorFlow, for tf.data (with any Keras backend: the model itself runs on JAX or torch as well)."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        from fer_features.backbones.device import keras_backend
-
-        raise ValueError("finetune streams its images through tf.data and needs TensorFlow installed, whatever "
-                         f"the Keras backend (here {keras_backend()}): pip install tensorflow-cpu") from None
-    return tf
-
-
-def _log_device(log) -> None:
-    from fer_features.backbones import device
-
-    _tensorflow()  # before the images are loaded: a missing TensorFlow stops the run at once
-    log(f"training on {device.describe()}")
-
-
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, training: bool = False,
-                 augment: AugmentConfig | None = None, seed: int = 0):
-    """tf.data pipeline of uint8 images -> float32 batches, shuffled and augmented when training."""
-    tf = _tensorflow()
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-    if training:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    aug = _augmenter(augment, seed) if training else None
-    if aug is not None:
-        ds = ds.map(lambda x, y: (aug(x, training=True), y))  # sequential: seeded random draws in order
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _validation_split(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int):
-    """(train, val) positions: by subject where ids exist, else stratified; no validation if too small."""
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
-
-    idx = np.arange(len(y))
-    if fraction <= 0 or len(y) < 20:
-        return idx, idx[:0]
-    if groups is not None and len(set(groups)) >= 3:
-        tr, va = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, y, groups))
-    else:
-        try:
-            tr, va = next(StratifiedShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, y))
-        except ValueError:  # a class with a single image
-            return idx, idx[:0]
-    return tr, va
+from fer_features import evaluation as ev
+from fer_features.data.splits import VALIDATION_SPLITS
+from fer_features.evaluation.splits import has_groups, make_splits
+from fer_features.finetune.checkpoints import TrainingStore, new_phase, resumable_early_stopping, write_json
+from fer_features.finetune.config import FinetuneConfig
+from fer_features.finetune.data import _log_device, _targets, _validation_split, load_images, make_dataset
+from fer_features.finetune.keras_io import write_keras
+from fer_features.finetune.model import build_model, set_phase
 
 
 def _epoch_logger(phase: str, log):
     """Keras callback: one line per epoch (loss, accuracy, val accuracy, seconds) through ``log``."""
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -249,9 +61,8 @@ def train(cfg: FinetuneConfig, images: np.ndarray, y: np.ndarray, n_classes: int
     (by subject where ``groups`` are given). ``checkpoint``: a folder for per-epoch checkpoints
     (``checkpoints.py``); a re-run with the same folder resumes after the last finished epoch.
     """
-    import keras
+    import keras  # heavy (loads the Keras backend): only when a model is built or run
 
-    from fer_features.finetune.checkpoints import TrainingStore, new_phase, resumable_early_stopping
 
     log = log or (lambda m: print(m, file=sys.stderr))
     keras.utils.set_random_seed(cfg.seed)
@@ -325,44 +136,9 @@ def predict_proba(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray
     return np.asarray(model.predict(make_dataset(images, np.zeros(len(images)), batch_size), verbose=0))
 
 
-# -- whole runs -----------------------------------------------------------------------------------------
-def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool = True,
-                subject_pattern: str | None = None):
-    """(dataset, uint8 images N x S x S x 3) through the same preprocessing as extract."""
-    from fer_features.data.datasets import Dataset
-    from fer_features.data.formats import load_dataset
-
-    if isinstance(data, Dataset):
-        ds = data
-        if subject_pattern:
-            from fer_features.data.subjects import apply_subject_pattern
-
-            ds = apply_subject_pattern(ds, subject_pattern, ds.root)
-    else:
-        ds = load_dataset(data, format, subject_pattern=subject_pattern)
-    ds.require_classes()
-    prep = preprocessor(cfg.extraction())
-    it = range(len(ds))
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, unit="img", desc="preprocess", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-    return ds, np.stack([prep(ds.load_image(i))[0] for i in it])
-
-
-def _targets(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(class index, subject id, split name) per record of ``ds``."""
-    y = np.array([ds.label_names.index(r.label) for r in ds.records])
-    groups = np.array([r.subject for r in ds.records], dtype=object)
-    split = np.array([r.split for r in ds.records], dtype=object)
-    return y, groups, split
-
-
 def checkpoint_key(cfg: FinetuneConfig, fingerprint: str, **what: Any) -> str:
     """What a checkpoint folder belongs to: every setting but ``epochs`` and ``head_epochs`` (a re-run may
     train longer), the dataset's content and ``what`` (protocol, folds...)."""
-    import hashlib
-
     d = cfg.to_dict()
     d.pop("epochs")
     d.pop("head_epochs")
@@ -377,8 +153,6 @@ def _run_folder(root: str | Path | None, cfg: FinetuneConfig, key: str, purpose:
     folder = Path(root) / f"{cfg.name()}-{purpose}-{key[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "run.json").exists():
-        from fer_features.finetune.checkpoints import write_json
-
         write_json(folder / "run.json", {"key": key, "purpose": purpose, "finetune": cfg.to_dict(), **about})
     return folder
 
@@ -386,8 +160,6 @@ def _run_folder(root: str | Path | None, cfg: FinetuneConfig, key: str, purpose:
 def validation_rows(split: np.ndarray, info: dict) -> tuple[np.ndarray, list[str]]:
     """Rows of the dataset's validation split(s) (FER2013's PublicTest) that the official protocol leaves
     out of both training and test: finetune's early stopping and model choice use them."""
-    from fer_features.data.splits import VALIDATION_SPLITS
-
     used = set(info.get("train_splits") or []) | {info.get("test_split")}
     names = [s for s in dict.fromkeys(split.tolist()) if s and s.lower() in VALIDATION_SPLITS and s not in used]
     return np.flatnonzero(np.isin(split, names)), names
@@ -403,12 +175,8 @@ def _fold_done(folder: Path | None) -> dict | None:
 
 
 def _save_fold(folder: Path | None, proba: np.ndarray, fit_s: float, pred_s: float, hist: dict) -> None:
-    import io
-    import os
-
     if folder is None:
         return
-    from fer_features.finetune.checkpoints import write_json
 
     write_json(folder / "history.json", hist)
     buf = io.BytesIO()
@@ -432,17 +200,15 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     checkpoints of every fold, and each finished fold's predictions, under
     ``<checkpoint_dir>/<name>-run-<key>/``; the same call again resumes where it stopped.
     """
-    from fer_features import evaluation as ev
-
     log = log or (lambda m: print(m, file=sys.stderr))
     _log_device(log)
     ds, images = load_images(data, cfg, format, progress, subject_pattern)
     names = ds.label_names
     y, groups, split = _targets(ds)
-    has_groups = ev._has_groups(groups)
+    with_groups = has_groups(groups)
     if protocol == "auto":
-        protocol = ev.default_protocol(has_groups, any(split))
-    splits, info = ev.make_splits(protocol, y, groups if has_groups else None, split if any(split) else None,
+        protocol = ev.default_protocol(with_groups, any(split))
+    splits, info = ev.make_splits(protocol, y, groups if with_groups else None, split if any(split) else None,
                                   folds=folds, test_size=test_size, test_split=test_split, seed=cfg.seed,
                                   label_names=names)
     if save_model and (len(splits) != 1 or Path(save_model).suffix != ".keras"):
@@ -472,7 +238,7 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
             log(f"fold {k + 1}/{len(splits)}: {len(tr)} train, {len(te)} test"
                 + (f", {len(val_rows)} validation ({', '.join(val_names)})" if len(val_rows) else ""))
             t = time.perf_counter()
-            model, hist = train(cfg, images[tr], y[tr], len(names), groups[tr] if has_groups else None, log,
+            model, hist = train(cfg, images[tr], y[tr], len(names), groups[tr] if with_groups else None, log,
                                 validation=(images[val_rows], y[val_rows]) if len(val_rows) else None,
                                 checkpoint=folder, checkpoint_key=f"{key}:{k}")
             f_s = time.perf_counter() - t + hist.get("earlier_seconds", 0.0)
@@ -490,7 +256,7 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
         histories.append(hist)
         log(f"fold {k + 1}: accuracy {np.mean(preds[-1] == y[te]):.3f} (fit {fit_s[-1]:.0f} s)")
     res = ev.score_folds(cfg.name(), names, y, splits, preds, fit_s, pred_s, time.perf_counter() - t0, info,
-                         groups=groups if has_groups else None, probas=probas)
+                         groups=groups if with_groups else None, probas=probas)
     paths = ds.rel_paths()  # the predictions' rows are the dataset's records, as a cache's rows are
     res["predictions"]["path"] = [paths[i] for i in res["predictions"]["row"]]
     res.update({"source": "finetune", "params": cfg.to_dict(), "engine": "keras", "n_jobs": 1, "pca": None,
@@ -515,8 +281,6 @@ def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", p
     PublicTest) for early stopping and model choice; the test split is not used. ``checkpoint_dir``: as
     for :func:`run` (``<checkpoint_dir>/<name>-save-<key>/``); a re-run resumes.
     """
-    from fer_features.evaluation.splits import _has_groups, make_splits
-
     path = Path(path)
     if path.suffix != ".keras":  # before the training, not after it
         raise ValueError(f"{path}: a fine-tuned model is saved as .keras")
@@ -531,42 +295,9 @@ def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", p
         val_rows, val_names = validation_rows(split, info)
     key = checkpoint_key(cfg, ds.fingerprint(), purpose="save", n=len(ds)) if checkpoint_dir else ""
     folder = _run_folder(checkpoint_dir, cfg, key, "save", {"data": str(data)})
-    model, hist = train(cfg, images[idx], y[idx], len(names), groups[idx] if _has_groups(groups) else None, log,
+    model, hist = train(cfg, images[idx], y[idx], len(names), groups[idx] if has_groups(groups) else None, log,
                         validation=(images[val_rows], y[val_rows]) if len(val_rows) else None,
                         checkpoint=folder, checkpoint_key=key)
     return write_keras(path, model, ds, cfg, hist, n_train=len(idx), validation=val_names)
 
 
-def write_keras(path: str | Path, model, ds, cfg: FinetuneConfig, history: dict, *, n_train: int,
-                validation: list[str]) -> Path:
-    """Save a trained model as ``.keras`` with its labels, preprocessing and training summary (written as a
-    temporary file and renamed)."""
-    from fer_features.data.datasets import dataset_stem
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.keras")
-    model.save(tmp)
-    meta = {"format": "fer_features.keras/1", "label_names": ds.label_names, "finetune": cfg.to_dict(),
-            "extraction": cfg.extraction(), "n_train": int(n_train), "dataset": dataset_stem(ds.root),
-            "validation_split": validation, "n_validation": int(history.get("n_val", 0)),
-            "epochs_run": [p["epochs_run"] for p in history["phases"]],
-            "best_val_accuracy": [max(p.get("val_accuracy") or [float("nan")]) for p in history["phases"]]}
-    with zipfile.ZipFile(tmp, "a") as z:
-        z.writestr(KERAS_META, json.dumps(meta, default=str))
-    tmp.replace(path)
-    return path
-
-
-def load_keras(path: str | Path) -> dict:
-    """A saved fine-tuned model as a bundle for ``inference.predict``."""
-    import keras
-
-    from fer_features.backbones.layers import custom_objects as _custom_objects
-
-    with zipfile.ZipFile(path) as z:
-        if KERAS_META not in z.namelist():
-            raise ValueError(f"{path}: a Keras model, but not one saved by fer_features finetune")
-        meta = json.loads(z.read(KERAS_META))
-    model = keras.models.load_model(path, custom_objects=_custom_objects(), compile=False)
-    return {**meta, "keras_model": model}

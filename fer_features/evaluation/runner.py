@@ -16,13 +16,14 @@ import numpy as np
 from fer_features.classify import registry
 from fer_features.classify.presets import DEFAULT_ENGINE
 from fer_features.evaluation.cross_dataset import cross_data
-from fer_features.evaluation.evaluate import evaluate, evaluate_many
+from fer_features.evaluation.engine import evaluate, evaluate_many
 from fer_features.evaluation.folds import LocalExecutor, progress_bar, say_fitting
 from fer_features.evaluation.leakage import duplicate_report, row_hashes
 from fer_features.evaluation.protocols import FEATURE_DEFAULTS
 from fer_features.evaluation.splits import LEAKY_PROTOCOL, protocol_for_cache, require_classes
 from fer_features.features import augment as A
-from fer_features.features.settings import EXTRACTION_KEYS
+from fer_features.features.spec import EXTRACTION_KEYS
+
 
 def cache_summary(cache) -> dict[str, Any]:
     """Where a result's features came from: the cache, dataset, backbone and every setting that changes them."""

@@ -8,10 +8,17 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from fer_features.classify import optimizable, registry
+from fer_features.classify import registry, search
 from fer_features.classify.presets import DEFAULT_ENGINE
 from fer_features.evaluation.folds import (
-    Executor, FoldOutcome, LocalExecutor, clone_for, fold_task, prepare, progress_bar, say_fitting,
+    Executor,
+    FoldOutcome,
+    LocalExecutor,
+    clone_for,
+    fold_task,
+    prepare,
+    progress_bar,
+    say_fitting,
 )
 from fer_features.evaluation.normalize import SUBJECT_NORM_NOTES
 from fer_features.evaluation.result import Result
@@ -98,7 +105,7 @@ def _result(outs: list[FoldOutcome], wall: float, y, label_names, classifier: st
         if subject_norm == "neutral":
             res["subject_norm_fallbacks"] = int(sum(o.norm_fallbacks for o in outs))
     if outs and outs[0].search is not None:
-        res["search"] = optimizable.search_result([o.search for o in outs], pipe)
+        res["search"] = search.search_result([o.search for o in outs], pipe)
     res.update(duplicates or {})
     return res
 
