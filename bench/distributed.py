@@ -55,7 +55,8 @@ def extract_local(ds, kw) -> dict:
 
 
 def extract_cluster(cl, ds, kw, kill: bool = False) -> dict:
-    from fer_features.features.cache import CacheWriter, load_cache
+    from fer_features.features.cache_writer import CacheWriter
+    from fer_features.features.cache import load_cache
     from fer_features.distributed.extract import on_cluster
     from fer_features.features.extract import extract_dataset
 

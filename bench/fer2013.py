@@ -206,7 +206,7 @@ def finetune_key(a) -> str:
 
 
 def part_finetune(a, res: dict) -> None:
-    from fer_features.finetune import train as F
+    from fer_features.finetune import training as F
     from fer_features.features.augment import parse_augment
     from fer_features.data.formats import load_dataset
 

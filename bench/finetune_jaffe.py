@@ -32,7 +32,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from fer_features import evaluation as ev
-    from fer_features.finetune import train as F
+    from fer_features.finetune import training as F
     from fer_features.features.cache import load_cache
     from fer_features.features.extractor import WHOLE_IMAGE
     from fer_features.features.extract import extract_dataset

@@ -28,7 +28,7 @@ def budget_curve(cache, r: dict, splits, checkpoints: list[int], engine: str) ->
     """Outer pooled accuracy (and the per-fold predictions) had the search stopped after b trials."""
     import numpy as np
 
-    from fer_features.classify.optimizable import best_at, fit_config
+    from fer_features.classify.search import best_at, fit_config
 
     X, y = np.asarray(cache.features, dtype=np.float32), cache.labels
     s = r["search"]
@@ -39,7 +39,7 @@ def budget_curve(cache, r: dict, splits, checkpoints: list[int], engine: str) ->
         correct = total = 0
         for (tr, te), f in zip(splits, s["folds"]):
             params = {**s["fixed"], **best_at(f["trials"], b)}
-            from fer_features.classify.optimizable import _Replay, suggest
+            from fer_features.classify.search import _Replay, suggest
 
             params = suggest(s["space"], _Replay(params, s["fixed"]), 1 << 30)  # the full configuration
             pipe = fit_config(s["space"], params, X[tr], y[tr], engine=engine, seed=s["seed"])
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from fer_features.evaluation import stats
     from fer_features.features.cache import load_cache
     from fer_features.features.extract import extract_dataset
-    from fer_features.classify.optimizable import search_table
+    from fer_features.classify.search import search_table
     from fer_features.reporting.tables import markdown_table
 
     t_all = start_run()

@@ -45,11 +45,12 @@ def make_model(jaffe: Path, cache_dir: Path, path: Path) -> Path:
     from fer_features.features.cache import load_cache
     from fer_features.classify.presets import make_classifier
     from fer_features.features.extract import extract_dataset
-    from fer_features.apply.models import extraction_settings, save_model
+    from fer_features.features.spec import cache_options
+    from fer_features.apply.models import save_model
 
     cache = load_cache(extract_dataset(jaffe, cache_dir=cache_dir, progress=False, log=lambda m: None))
     pipe = make_classifier("linear_svm", engine="sklearn", probability=True).fit(cache.features, cache.labels)
-    return save_model(path, pipe, cache.label_names, extraction_settings(cache), {"bench": "predict_speed"})
+    return save_model(path, pipe, cache.label_names, cache_options(cache), {"bench": "predict_speed"})
 
 
 def make_video(path: Path, jaffe_files, seconds: float, fps: float, n_faces: int) -> Path:
