@@ -11,7 +11,6 @@ from typing import Any
 
 from fer_features.backbones import _efficientnet_lite as lite
 from fer_features.backbones import keras_file as kb
-from fer_features.backbones.classical import Descriptor
 from fer_features.backbones.graph import features_model, normalised_input
 from fer_features.backbones.registry import DEFAULT_BACKBONE, BackboneSpec, resolve
 from fer_features.backbones.taps import (
@@ -148,6 +147,8 @@ def create(
         raise BackboneError(f"{cfg.ref} needs input size >= {cfg.min_size}, got {size}")
     layer, pooling = resolve_taps(cfg, layer, pooling, size)
     if cfg.classical:
+        from fer_features.backbones.classical import Descriptor  # scikit-image (about 0.4 s): only for hog/lbp
+
         return Descriptor(cfg.name, size, pooling)
     if cfg.keras_file:
         if include_top:

@@ -40,7 +40,6 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from fer_features.classify import _fused_mlp
 from fer_features.errors import ClassifierError
 
 ENGINES = ("sklearn", "sklearnex")
@@ -72,10 +71,11 @@ class SingleThreadMLP(MLPClassifier):
 
 class FusedMLP(SingleThreadMLP):
     """``SingleThreadMLP`` whose loss and gradient, for ReLU nets with a thin first layer, come from one
-    cache-blocked pass over X (``fer_features._fused_mlp``); any other case runs scikit-learn's code."""
+    cache-blocked pass over X (``fer_features.classify._fused_mlp``); any other case runs scikit-learn's code."""
 
     def _backprop(self, X, y, *args):
         # scikit-learn >= 1.7: (sample_weight, activations, deltas, coef_grads, intercept_grads); before: no weight
+        from fer_features.classify import _fused_mlp  # numba JIT (about 0.3 s to import): only for the MLP presets
 
         self.fused_ = _fused_mlp.applies(self, X, args[0] if len(args) == 5 else None)  # what the fit ran
         if not self.fused_:
@@ -177,6 +177,8 @@ def engine_used(name: str, engine: str) -> str:
     if engine == "sklearnex" and preset.kind in SKLEARNEX_KINDS:
         return "sklearnex"
     if engine == "sklearnex" and preset.kind == "mlp":
+        from fer_features.classify import _fused_mlp  # numba JIT (about 0.3 s to import): only for the MLP presets
+
         if _fused_mlp.njit is not None and preset.params["hidden_layer_sizes"][0] <= _fused_mlp.MAX_FIRST_WIDTH:
             return "numba"
     return "sklearn"

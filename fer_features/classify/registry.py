@@ -9,6 +9,15 @@ from fer_features.classify import optimizable, presets
 from fer_features.errors import ClassifierError
 
 NAMES: tuple[str, ...] = (*presets.PRESETS, *optimizable.PRESETS)  # fixed presets first, as listed to users
+GROUPS: dict[str, tuple[str, ...]] = {"all": tuple(presets.PRESETS), "seed": tuple(presets.SEED_CLASSIFIERS),
+                                      "optimizable": tuple(optimizable.PRESETS)}
+
+
+def expand(spec: str) -> list[str]:
+    """``compare --clf``: comma-separated preset names or groups (all, seed, optimizable), each name once, in
+    order (``all,optimizable``: every preset; empty: all)."""
+    tokens = [n.strip() for n in spec.split(",") if n.strip()] or ["all"]
+    return list(dict.fromkeys(n for t in tokens for n in GROUPS.get(t, (t,))))
 
 
 def is_optimizable(name: str) -> bool:

@@ -7,8 +7,8 @@ import sys
 from tqdm import tqdm
 
 from fer_features import evaluation as ev
-from fer_features.classify import presets as C
-from fer_features.classify.optimizable import PRESETS as OPTIMIZABLE
+from fer_features.classify import registry
+from fer_features.classify.presets import parse_overrides
 from fer_features.cli import _options as O
 from fer_features.cli._print import print_searches
 from fer_features.evaluation.stats import mark_vs_best
@@ -28,16 +28,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def preset_names(spec: str) -> list[str]:
-    """--clf as a list of presets: comma-separated names or groups (all, seed, optimizable), each once."""
-    groups = {"all": list(C.PRESETS), "seed": C.SEED_CLASSIFIERS, "optimizable": list(OPTIMIZABLE)}
-    tokens = [n.strip() for n in spec.split(",") if n.strip()] or ["all"]  # e.g. all,optimizable: every preset
-    return list(dict.fromkeys(n for t in tokens for n in groups.get(t, [t])))
-
-
 def run(a) -> int:
     included = [r for inc in a.include for r in load_results(inc)]  # a bad file fails before the long run
-    names = preset_names(a.clf)
+    names = registry.expand(a.clf)
     cache = load_cache(a.cache)
     test_cache = O.load_test_cache(a)
     done = []
@@ -50,7 +43,7 @@ def run(a) -> int:
     with O.cluster(a) as cl:
         results, notes = ev.run(cache, names, a.protocol, folds=a.folds, test_size=a.test_size,
                                 test_split=a.test_split, seed=a.seed, engine=a.engine,
-                                overrides=C.parse_overrides(a.set), pca=O.pca_arg(a.pca), n_jobs=a.n_jobs,
+                                overrides=parse_overrides(a.set), pca=O.pca_arg(a.pca), n_jobs=a.n_jobs,
                                 subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
                                 test_cache=test_cache, search=O.search_kwargs(a), cluster=cl, **O.augment_kwargs(a))
     results += included
