@@ -1,5 +1,4 @@
-"""The pooling option and the backbone error, shared by ``backbones`` and ``classical`` (so neither imports
-the other at module level: ``backbones`` builds ``classical`` descriptors, ``classical`` parses pooling)."""
+"""The pooling option (avg, max, gridN): its help text and its parser."""
 from __future__ import annotations
 
 import re

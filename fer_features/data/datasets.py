@@ -1,6 +1,6 @@
-"""Facial-expression dataset loading: layouts, labels, robust image decoding.
-
-Supported layouts (see :data:`FORMATS`):
+"""A listed dataset (``Dataset``: records of path, label, subject, split; images decoded on demand), its content
+fingerprint, and the canonical expression labels. Layouts and their loaders are in ``formats``; see
+:data:`FORMATS`:
 
 * ``folder``  -- one sub-folder per class, images anywhere below it.
 * ``jaffe``   -- flat JAFFE folder, names like ``KA.AN1.39.tiff``.

@@ -1,4 +1,5 @@
-"""Image preprocessing: grey/RGB conversion, intensity equalisation (incl. BBHE), face crop, resize.
+"""The preprocessing of one image, as extraction and predict do it: face crop (``faces``), intensity
+equalisation (``intensity``, incl. BBHE), grey to RGB and resize (``PreprocessConfig``, ``Preprocessor``).
 
 Importing this module does not import TensorFlow; MTCNN (which needs it) is built on first use.
 """

@@ -1,5 +1,5 @@
-"""What the evaluation protocols are called and say, and their error: shared by ``evaluation`` and
-``cross_dataset`` without either importing the other."""
+"""What the evaluation protocols say about themselves (one line for every result), and the settings older
+caches do not store."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,10 +1,12 @@
-"""Evaluation protocols and metrics: the honest protocol is the default, the leaky ones say so.
+"""Evaluation of a cache: the honest protocol is the default, the leaky ones say so.
 
 Protocols: ``holdout`` (stratified), ``kfold`` (stratified), ``group-kfold`` (subject-independent,
 stratified where possible), ``loso`` (leave one subject out), ``official`` (the dataset's own split), and
 ``augment-then-split`` (the seed papers' LEAKY protocol: augment everything, then a random holdout split),
 and ``cross-dataset`` (train on all of one cache, test on all of another: ``cross_dataset.py``).
-Augmentation (``augment.py``) otherwise adds copies of each fold's training images only.
+Augmentation (``features/augment.py``) otherwise adds copies of each fold's training images only.
+``run`` evaluates several classifiers on the same folds of a cache (augmented where asked), each result
+carrying where its features came from and the warnings the user must see.
 """
 from __future__ import annotations
 
