@@ -1,4 +1,7 @@
-"""Shared fixtures: real datasets beside the repo, tiny generated image folders."""
+"""Shared fixtures: real datasets beside the repo, tiny generated image folders, a small network for finetune.
+
+Helpers (the in-process CLI runner, the synthetic cache builder...) live in tests/helpers.py; the names older
+tests imported from here (``shared``, ``SHARED``, ``make_folder_dataset``) are re-exported."""
 from __future__ import annotations
 
 import os
@@ -6,19 +9,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import pytest
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
-
-
-def shared(name: str) -> Path:
-    p = SHARED / name
-    if not p.exists():
-        pytest.skip(f"real dataset {p} not present")
-    return p
+from helpers import ROOT, SHARED, make_folder_dataset, shared  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -36,30 +29,13 @@ def fer_csv() -> Path:
     return shared("fer2013/fer2013.csv.gz")
 
 
-def make_folder_dataset(root: Path, classes=("happy", "sad"), per_class: int = 5, size: int = 40,
-                        seed: int = 0) -> Path:
-    """A folder-per-class dataset of small synthetic grey/RGB images (distinct per class)."""
-    rng = np.random.default_rng(seed)
-    for ci, cls in enumerate(classes):
-        d = root / cls
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            base = np.full((size, size), 60 + 120 * ci, np.uint8)
-            img = np.clip(base + rng.integers(-40, 40, (size, size)), 0, 255).astype(np.uint8)
-            if i % 2:
-                Image.fromarray(np.stack([img] * 3, -1)).save(d / f"img{i}.jpg")
-            else:
-                Image.fromarray(img).save(d / f"img{i}.png")
-    return root
-
-
 @pytest.fixture
 def small_network(monkeypatch):
     """finetune.build_model replaced by a small network (for tests of the training loop, not of the network):
     the same structure, a nested base model of two stages with batch norm, so every phase has weights."""
     import keras
 
-    from fer_features.finetune import train as F
+    from fer_features.finetune import training as T  # the module whose build_model train() calls
     from fer_features.backbones.layers import InputNormalization
 
     def build_model(cfg, n_classes):
@@ -75,7 +51,7 @@ def small_network(monkeypatch):
         out = keras.layers.Dense(n_classes, activation="softmax", name="classes")(x)
         return keras.Model(inputs, out, name=cfg.name()), base
 
-    monkeypatch.setattr(F, "build_model", build_model)
+    monkeypatch.setattr(T, "build_model", build_model)
 
 
 @pytest.fixture

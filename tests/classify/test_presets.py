@@ -1,0 +1,165 @@
+"""Classifier presets (MATLAB's kernels and scales, one BLAS thread for the nets, overrides) and the fused MLP
+engine (the same loss and gradient as scikit-learn's, which code each result records)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_features.classify import presets as C
+from fer_features import evaluation as ev
+from helpers import LABELS, blobs
+
+
+@pytest.mark.parametrize("name", list(C.PRESETS))
+@pytest.mark.parametrize("engine", C.ENGINES)
+def test_every_preset_learns_separable_data(name, engine):
+    X, y, _ = blobs(n_subjects=40, per=6, seed=1)  # 120 training rows: enough for coarse_knn (100 neighbours)
+    pipe = C.make_classifier(name, engine=engine)
+    assert pipe.steps[0][0] == "scale"
+    pipe.fit(X[::2], y[::2])
+    assert (pipe.predict(X[1::2]) == y[1::2]).mean() > 0.8, name
+
+
+def test_cubic_svm_is_matlabs_kernel_with_scale_sqrt_d():
+    """(1 + x'y/s^2)^3 with s = sqrt(D) on standardised features equals the fitted SVC's kernel."""
+    from sklearn.metrics.pairwise import polynomial_kernel
+
+    X, y, _ = blobs()
+    pipe = C.make_classifier("cubic_svm", engine="sklearn").fit(X, y)
+    Z = pipe.named_steps["scale"].transform(X)
+    svc = pipe.named_steps["clf"]
+    assert svc.degree == 3 and svc.coef0 == 1.0
+    assert np.isclose(svc._gamma, 1.0 / Z.shape[1], rtol=1e-3)  # unit variance after scaling
+    np.testing.assert_allclose(polynomial_kernel(Z[:5], Z[:5], degree=3, gamma=svc._gamma, coef0=1),
+                               (1 + Z[:5] @ Z[:5].T / Z.shape[1]) ** 3, rtol=1e-3)
+
+
+def test_linear_svm_is_matlabs_scaled_linear_kernel():
+    """x'y/s^2 with s = sqrt(D): the same classifier as SVC(kernel='linear', C=1/D) on standardised features."""
+    from sklearn.svm import SVC
+
+    X, y, _ = blobs(dim=24, sep=0.6)  # overlapping classes: C matters
+    pipe = C.make_classifier("linear_svm", engine="sklearn").fit(X, y)
+    Z = pipe.named_steps["scale"].transform(X)
+    ref = SVC(kernel="linear", C=1.0 / Z.shape[1]).fit(Z, y)
+    np.testing.assert_allclose(pipe.decision_function(X), ref.decision_function(Z), rtol=1e-2, atol=1e-2)
+    assert (pipe.predict(X) == ref.predict(Z)).all()
+
+
+def test_mlp_presets_fit_with_one_blas_thread(monkeypatch, tmp_path):
+    from sklearn.base import clone
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    orig = MLPClassifier._fit
+
+    def spy(self, *a, **k):
+        seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(MLPClassifier, "_fit", spy)
+    X, y, _ = blobs()
+    pipe = C.make_classifier("medium_nn")
+    mlp = pipe.named_steps["clf"]
+    assert isinstance(mlp, C.SingleThreadMLP) and isinstance(mlp, MLPClassifier)
+    assert clone(mlp).get_params() == mlp.get_params()  # a plain scikit-learn estimator
+    pipe.fit(X, y)
+    assert seen and all(n == 1 for n in seen[0])
+    from fer_features.apply.models import load_model, save_model
+
+    path = save_model(tmp_path / "m.skops", pipe, LABELS, {}, {})  # the subclass is a trusted, loadable type
+    assert (load_model(path)["pipeline"].predict(X) == pipe.predict(X)).all()
+
+
+def test_overrides_and_errors():
+    assert C.parse_overrides(["C=10", "gamma=0.001", "kernel=rbf", "hidden_layer_sizes=(50,20)"]) == {
+        "C": 10, "gamma": 0.001, "kernel": "rbf", "hidden_layer_sizes": (50, 20)}
+    assert C.make_classifier("cubic_svm", {"C": 10}).named_steps["clf"].C == 10
+    assert C.make_classifier("wide_nn").named_steps["clf"].hidden_layer_sizes == (100,)
+    with pytest.raises(C.ClassifierError):
+        C.get_preset("deep_forest")
+    with pytest.raises(C.ClassifierError):
+        C.make_classifier("lda", {"no_such_param": 1})
+    with pytest.raises(C.ClassifierError):
+        C.parse_overrides(["C"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hidden, alpha, dim", [((10,), 0.0, 40), ((10, 10), 0.0, 40), ((10, 10, 10), 0.3, 40),
+                                                ((5, 20), 0.3, 40), ((10,), 0.0, 3000)])
+def test_fused_mlp_loss_and_gradient_equal_scikit_learns(dtype, hidden, alpha, dim):
+    """The one-pass, cache-blocked loss/gradient (default engine) is scikit-learn's _backprop up to rounding."""
+    from sklearn.neural_network import MLPClassifier
+
+    from fer_features.classify import _fused_mlp as F
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((301, dim)).astype(dtype)  # 301 rows: the last block is shorter than the others
+    y = rng.integers(0, 4, 301)
+    m = C.FusedMLP(hidden_layer_sizes=hidden, alpha=alpha, max_iter=3, random_state=0).fit(X, y)
+    Y = m._label_binarizer.transform(y).astype(bool)
+    assert F.applies(m, X)
+    n = len(m.coefs_)
+    ref = MLPClassifier._backprop(m, X, Y, None, [X] + [None] * n, [None] * n, [None] * n, [None] * n)
+    loss, cg, ig = F.loss_grad(m, X, Y)
+    assert loss == pytest.approx(ref[0], rel=1e-5)
+    for a, b in zip(ref[1] + ref[2], cg + ig):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_default_engine_fuses_thin_nets_only_and_matches_stock(monkeypatch):
+    from fer_features.classify import _fused_mlp as F
+
+    assert [C.engine_used(n, "sklearnex") for n in ("narrow_nn", "bilayered_nn", "trilayered_nn")] == ["numba"] * 3
+    assert C.engine_used("wide_nn", "sklearnex") == C.engine_used("narrow_nn", "sklearn") == "sklearn"
+    calls = []
+    orig = F.loss_grad
+    monkeypatch.setattr(F, "loss_grad", lambda *a: calls.append(1) or orig(*a))
+    X, y, _ = blobs()
+    X = X.astype(np.float32)
+    fused = C.make_classifier("narrow_nn", {"max_iter": 15}).fit(X, y)
+    assert calls  # the fused path ran
+    stock = C.make_classifier("narrow_nn", {"max_iter": 15}, engine="sklearn").fit(X, y)
+    assert type(fused[-1]) is C.FusedMLP and type(stock[-1]) is C.SingleThreadMLP
+    for a, b in zip(fused[-1].coefs_, stock[-1].coefs_):  # same optimiser, same start: same weights
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    n = len(calls)
+    C.make_classifier("wide_nn", {"max_iter": 5}).fit(X, y)  # wide first layer: scikit-learn's own code
+    y2 = np.where(y == y[0], y[0], y[-1] if y[-1] != y[0] else y[1])
+    C.make_classifier("narrow_nn", {"max_iter": 5}).fit(X, y2)  # two classes: logistic output, stock code
+    assert len(calls) == n
+
+
+def test_recorded_engine_is_what_the_folds_ran():
+    """Results name the code that fitted: stock for two classes or a widened net, numba for a thinned wide one."""
+    X, y, g = blobs()
+    splits, info = ev.make_splits("loso", y, g)
+
+    def run(name, yy, **kw):
+        return ev.evaluate(X, yy, LABELS, name, splits, info, n_jobs=1, **kw)["engine"]
+
+    assert run("narrow_nn", y, overrides={"max_iter": 5}) == "numba"
+    assert run("narrow_nn", np.minimum(y, 1), overrides={"max_iter": 5}) == "sklearn"  # two classes: logistic output
+    assert run("narrow_nn", y, overrides={"max_iter": 5, "hidden_layer_sizes": (40,)}) == "sklearn"
+    assert run("wide_nn", y, overrides={"max_iter": 5, "hidden_layer_sizes": (10,)}) == "numba"
+    assert run("wide_nn", y, overrides={"max_iter": 5}, engine="sklearn") == "sklearn"
+    assert run("linear_svm", y) == C.engine_used("linear_svm", C.DEFAULT_ENGINE)
+
+
+def test_fused_kernel_compiles_once_per_dtype_for_every_depth():
+    """The weights cross into numba packed flat, so 1-, 2- and 3-layer nets share one compiled kernel per dtype."""
+    from fer_features.classify import _fused_mlp as F
+
+    X, y, _ = blobs()
+    for name in ("narrow_nn", "bilayered_nn", "trilayered_nn"):
+        assert C.make_classifier(name, {"max_iter": 3}).fit(X.astype(np.float32), y)[-1].fused_
+    assert len([s for s in F._fused_loss_grad.signatures if str(s[0].dtype) == "float32"]) == 1
+
+
+def test_fused_blocks_shrink_with_wider_features():
+    from fer_features.classify._fused_mlp import chunk_rows
+
+    assert [chunk_rows(d, 4) for d in (64, 1280, 2048, 3920, 5880, 100_000)] == [64, 64, 40, 24, 16, 8]
+    assert chunk_rows(1280, 8) == 32
