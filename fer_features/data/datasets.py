@@ -137,6 +137,7 @@ class Dataset:
         self._ignored = tuple(ignored)
         self.notes = list(notes)
         self._csv = _csv  # FER2013: parsed CSV, shared by subsets
+        self._content: list[str] | None = None  # content_ids(), computed once
         self._sel = _sel  # FER2013 subsets: positions into the full record list
         self._fingerprint: str | None = None  # computed once: listing is fixed, hashing is not free
 
@@ -254,6 +255,22 @@ class Dataset:
             self._fingerprint = self._content_fingerprint()
         return self._fingerprint
 
+    def content_ids(self) -> list[str]:
+        """Each record's content identity: the BLAKE2b digest of its file's bytes (``missing`` if unreadable), or
+        of a CSV row's decoded pixels (``px:`` prefix; a bad row: ``bad:<row>``). Two records with the same id are
+        the same image, whatever their paths, labels or subjects: their features are computed once."""
+        if self._content is None:
+            if self._csv is not None:
+                data = self._csv.get()
+                rows = [int(data.rows[int(k)]) for k in (self._sel if self._sel is not None else range(len(self)))]
+                self._content = [f"bad:{r}" if r in data.bad else
+                                 "px:" + hashlib.blake2b(np.ascontiguousarray(data.pixels[r]).tobytes()).hexdigest()
+                                 for r in rows]
+            else:
+                with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large reads
+                    self._content = list(pool.map(content_hash, [r.path for r in self.records]))
+        return self._content
+
     def _content_fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(json.dumps({"format": self.format, "options": self.options},
@@ -266,9 +283,7 @@ class Dataset:
                 h.update(np.ascontiguousarray(self._sel, dtype="<i8").tobytes())
             return h.hexdigest()
         paths = [r.path for r in self.records]
-
-        with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large reads
-            digests = list(pool.map(content_hash, paths))
+        digests = self.content_ids()
         base, manifest = self.base, self.format == "manifest"
         lines = sorted(f"{_rel_path(p, base)}\t{d}\t{r.label}"
                        + (f"\t{r.raw_label}\t{r.subject}\t{r.split}" if manifest else "")

@@ -145,11 +145,13 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
 
 
 def _cache_rows(r: dict, cache, source: np.ndarray | None, test_cache=None) -> None:
-    """The predictions' rows as cache rows (a copy's: its source image's; cross-dataset: the test cache's)
-    and their paths, in place."""
+    """The predictions' rows as cache rows (a copy's: its source image's; cross-dataset: the test cache's),
+    their paths and, where the cache has them, their image content ids, in place."""
     p = r.get("predictions")
     if p:
         rows = np.asarray(p["row"], dtype=np.int64)
         rows = rows if source is None else np.asarray(source)[rows]
         tested = cache if test_cache is None else test_cache
         p["row"], p["path"] = rows.tolist(), [str(x) for x in np.asarray(tested.paths)[rows]]
+        if getattr(tested, "content", None) is not None:  # the image's content id: pairs results across renames
+            p["content"] = [str(x) for x in np.asarray(tested.content)[rows]]

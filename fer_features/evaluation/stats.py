@@ -18,6 +18,7 @@ N_RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0
 ALPHA = 0.05  # rows with p >= ALPHA against the best are marked "~" (not distinguishable)
+MIN_CLUSTERS = 5  # an interval resampling fewer subjects (or images) than this carries a warning (ci_note)
 _CHUNK = 2_000_000  # resampled indices held at once (rows x clusters)
 
 
@@ -65,6 +66,17 @@ def accuracy_ci(correct: Sequence[bool], clusters: Sequence | None = None, *, n_
             f"{_kind(what)}, {n_resamples} resamples, percentile {100 * level:g} %")
 
 
+def ci_note(n: int, clusters: Sequence | None = None, unit: str = "subjects", level: float = LEVEL) -> str | None:
+    """The warning an interval of ``accuracy_ci(correct of length n, clusters, unit=unit)`` carries when it
+    resamples fewer than ``MIN_CLUSTERS`` subjects (or images): so few draws make its bounds unreliable
+    (4 subjects can give [19.7, 100.0]). None when there are enough."""
+    _, k, what = _clusters(n, clusters, unit)
+    if k >= MIN_CLUSTERS:
+        return None
+    return (f"warning: the {100 * level:g} % interval of the accuracy resamples only {what} (fewer than "
+            f"{MIN_CLUSTERS}): too few for its bounds to mean much; test on more subjects for a usable interval")
+
+
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> float:
     """Two-sided exact McNemar p: a binomial test (p = 0.5) on the images exactly one of the two got right."""
     a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
@@ -99,14 +111,29 @@ def paired_bootstrap(a_correct: Sequence[bool], b_correct: Sequence[bool], clust
 
 
 # -- the predictions of a result ------------------------------------------------------------------------------
-def predictions_key(r: dict) -> list[tuple] | None:
-    """(fold, cache row, relative path, true label) per test image, in the result's order; None without them."""
+KEY_FIELDS = ("fold", "cache row", "path", "label")
+
+
+def predictions_key(r: dict, by_content: bool = False) -> list[tuple] | None:
+    """(fold, cache row, relative path, true label) per test image, in the result's order; with ``by_content``
+    (fold, image content id, true label): the same images described otherwise (renamed, moved, a manifest)
+    pair by what they are. None without predictions."""
     p = r.get("predictions")
     if not p:
         return None
     labels = r.get("labels") or []
     names = [labels[t] if 0 <= t < len(labels) else t for t in p["true"]]
+    if by_content:
+        return list(zip(p["fold"], p["content"], names))
     return list(zip(p["fold"], p["row"], p["path"], names))
+
+
+def _first_difference(ka: list[tuple], kb: list[tuple], fields: Sequence[str]) -> str:
+    for i, (x, y) in enumerate(zip(ka, kb)):
+        if x != y:
+            what = [f"{f} {u!r} vs {v!r}" for f, u, v in zip(fields, x, y) if u != v]
+            return f"; the first at test row {i}: {', '.join(what)}"
+    return ""
 
 
 def _correct(r: dict) -> np.ndarray:
@@ -131,12 +158,22 @@ def paired_test(a: dict, b: dict, *, n_resamples: int = N_RESAMPLES, seed: int =
     if ka is None or kb is None:
         raise MismatchError(f"{(a if ka is None else b).get('classifier')}: the result holds no per-image "
                             "predictions (made before they were stored)")
+    fields, order = KEY_FIELDS, None
+    if ka != kb and all((r.get("predictions") or {}).get("content") for r in (a, b)):
+        ka, kb, fields = predictions_key(a, True), predictions_key(b, True), ("fold", "image content", "label")
+        at = {k: i for i, k in enumerate(kb)}
+        if len(at) == len(kb) == len(ka) and set(ka) == set(at):  # the same images, listed in another order
+            order = np.array([at[k] for k in ka])
+            kb = ka
     if ka != kb:
         n_diff = sum(x != y for x, y in zip(ka, kb)) + abs(len(ka) - len(kb))
         raise MismatchError(f"not made on the same test images and folds ({len(ka)} vs {len(kb)} test rows, "
-                            f"{n_diff} differ in fold, cache row, path or label): a paired test needs the same "
-                            "images, protocol, folds and seed")
+                            f"{n_diff} differ in {', '.join(fields[:-1])} or {fields[-1]}"
+                            f"{_first_difference(ka, kb, fields)}): a paired test needs the same images, protocol, "
+                            "folds and seed")
     ca, cb = _correct(a), _correct(b)
+    if order is not None:
+        cb = cb[order]
     units, unit = _units(a)
     out = paired_bootstrap(ca, cb, units, n_resamples=n_resamples, seed=seed, unit=unit)
     if unit == "images" and len(set(a["predictions"]["fold"])) == 1:
@@ -144,7 +181,8 @@ def paired_test(a: dict, b: dict, *, n_resamples: int = N_RESAMPLES, seed: int =
         n01, n10 = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
         out["test"] = f"exact McNemar (binomial test on the discordant images); interval: {out['test']}"
         out["discordant"] = [n01, n10]  # right by a only, by b only
-    out["identical"] = bool(np.all(np.asarray(a["predictions"]["pred"]) == np.asarray(b["predictions"]["pred"])))
+    pb = np.asarray(b["predictions"]["pred"])
+    out["identical"] = bool(np.all(np.asarray(a["predictions"]["pred"]) == (pb if order is None else pb[order])))
     return out
 
 
@@ -162,8 +200,8 @@ def mark_vs_best(results: Sequence[dict], alpha: float = ALPHA) -> None:
     distinguishable), "=" (the same predictions) or "" (worse at p < alpha). Rows without predictions: None.
     """
     groups: dict[str, list[dict]] = {}
-    for r in results:
-        key = predictions_key(r)
+    for r in results:  # the same test images: by content id where the results have it (renames pair), else by path
+        key = predictions_key(r, bool((r.get("predictions") or {}).get("content")))
         r["vs_best"] = None
         if key is not None:
             groups.setdefault(repr(key), []).append(r)

@@ -201,7 +201,8 @@ class AugmentStore:
         try:
             opts = self.cache.settings.get("dataset_options") or {}
             ds = load_dataset(root, fmt, frontal_only=bool(opts.get("frontal_only")),
-                              subject_pattern=opts.get("subject_pattern"))
+                              subject_pattern=opts.get("subject_pattern"), label_map=opts.get("label_map"),
+                              allow_new_labels=True)  # its labels were checked when the cache was made
         except DatasetError as exc:
             raise AugmentError(f"{exc} (the dataset of {Path(self.cache.path).name}; if it moved, run extract "
                                "--data <its new place> with the same settings: a cache hit records the new "

@@ -13,8 +13,10 @@ hit from a new place) lets the cache find its images.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -26,6 +28,11 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from fer_features.errors import CacheError
+
+try:
+    import fcntl
+except ImportError:  # Windows: cache_lock uses filelock's lock
+    fcntl = None
 
 CACHE_FORMAT = 2  # 2: content fingerprint, paths relative to the dataset root, root not in the key
 _STR = h5py.string_dtype("utf-8")
@@ -86,6 +93,7 @@ class FeatureCache:
     raw_labels: np.ndarray
     face_found: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    content: np.ndarray | None = None  # each row's image content id (caches written before 0.2 have none)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -177,23 +185,97 @@ def load_cache(path: str | Path) -> FeatureCache:
             raw_labels=_strs(f["raw_labels"]),
             face_found=f["face_found"][()],
             attrs=attrs,
+            content=_strs(f["content"]) if "content" in f else None,
         )
 
 
 @contextlib.contextmanager
 def cache_lock(path: str | Path, log=None, what: str = "extract") -> Iterator[None]:
-    """Hold an inter-process lock for one cache file (``<name>.lock`` beside it) for the ``with`` block.
+    """Hold an inter-process lock for one cache file (``<name>.lock`` beside it) for the ``with`` block; the lock
+    file is removed when the lock is released.
 
-    Another process holding it (an identical run) is waited for, and the wait is said through ``log``.
+    Another process holding it (an identical run) is waited for, and the wait is said through ``log``. Removing
+    a lock file that another process has open and waits on is the classic race (it gets the lock on the removed
+    file while a third process creates a new one and locks that), which is why filelock keeps its file on Unix.
+    Here the file is removed only while held, and whoever gets a lock checks that the name still leads to the
+    file it locked, else takes the file now under that name: two runs never hold the lock at once.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path.with_suffix(".lock")))
+    lock_path = path.with_suffix(".lock")
+
+    def waiting() -> None:
+        if log:
+            log(f"waiting for another {what} of {path.name} to finish (lock {lock_path})")
+
+    fd = _flock(lock_path, waiting)
+    if fd is None:  # no flock (Windows, a filesystem without it): filelock's lock, which removes its file there
+        with _filelock(lock_path, waiting):
+            yield
+        return
+    try:
+        yield
+    finally:
+        _release(lock_path, fd)
+
+
+def _holds_the_name(lock_path: Path, fd: int) -> bool:
+    """Whether ``lock_path`` still names the file open as ``fd`` (not removed, not replaced)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(lock_path))
+    except FileNotFoundError:
+        return False
+
+
+def _flock(lock_path: Path, waiting) -> int | None:
+    """A descriptor of the file named ``lock_path``, exclusively flock-ed (``waiting()`` called once if another
+    process holds it); None where flock is not available."""
+    if fcntl is None:
+        return None
+    said = False
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not said:
+                    waiting()
+                    said = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if _holds_the_name(lock_path, fd):
+                return fd
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP):
+                return None
+            raise
+        except BaseException:  # Ctrl-C or SIGTERM while waiting
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder removed this file when it released it: lock the one under the name now
+
+
+def _release(lock_path: Path, fd: int) -> None:
+    """Remove the lock file while still holding it (if it is still the one held), then unlock (a forked child
+    may share the descriptor: unlocking, not only closing, releases it) and close."""
+    try:
+        if _holds_the_name(lock_path, fd):
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _filelock(lock_path: Path, waiting) -> Iterator[None]:
+    """filelock's lock on ``lock_path`` (where there is no flock), ``waiting()`` called if another holds it."""
+    lock = FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        if log:
-            log(f"waiting for another {what} of {path.name} to finish (lock {lock.lock_file})")
+        waiting()
         lock.acquire()
     try:
         yield

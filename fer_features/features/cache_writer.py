@@ -161,11 +161,12 @@ class CacheWriter:
     def append(self, features: np.ndarray, labels: Iterable[int], subjects: Iterable[str],
                split: Iterable[str], paths: Iterable[str], raw_labels: Iterable[str],
                face_found: Iterable[int], n_processed: int,
-               skipped: Iterable[tuple[str, str]] = ()) -> None:
-        """Write one chunk of rows; ``n_processed`` is the total number of source records handled so far."""
+               skipped: Iterable[tuple[str, str]] = (), content: Iterable[str] | None = None) -> None:
+        """Write one chunk of rows; ``n_processed`` is the total number of source records handled so far;
+        ``content``: each row's image content id (``Dataset.content_ids``), what other extractions reuse."""
         assert self._open, "call open() first"
         data, summary = encode_chunk(self.dim, features, labels, subjects, split, paths, raw_labels, face_found,
-                                     n_processed, skipped)
+                                     n_processed, skipped, content)
         path = self.chunk_path(start := self._end)
         _write_atomic(path, data)
         self.add_chunk(start, path, summary)
@@ -190,11 +191,14 @@ class CacheWriter:
                 for name in ("subjects", "split", "paths", "raw_labels"):
                     f.create_dataset(name, (n,), dtype=_STR)
                 f.create_dataset("label_names", data=np.array(self.label_names, dtype=object), dtype=_STR)
+                chunks = [_read_chunk(self._chunks[start][1]) for start in sorted(self._chunks)]
+                if chunks and all("content" in c for c in chunks):  # every row's image content id
+                    f.create_dataset("content", data=np.concatenate([c["content"] for c in chunks]).astype(object),
+                                     dtype=_STR)
                 at = expected = 0
-                for start in sorted(self._chunks):
+                for start, c in zip(sorted(self._chunks), chunks):
                     if start != expected:
                         raise CacheError(f"{self.part_path}: records {expected}-{start - 1} were never written")
-                    c = _read_chunk(self._chunks[start][1])
                     expected = int(c["n_processed"])
                     k = len(c["labels"])
                     for name in _ROW_COLUMNS:
@@ -226,7 +230,8 @@ def chunk_name(start: int) -> str:
 
 def encode_chunk(dim: int, features: np.ndarray, labels: Iterable[int], subjects: Iterable[str],
                  split: Iterable[str], paths: Iterable[str], raw_labels: Iterable[str], face_found: Iterable[int],
-                 n_processed: int, skipped: Iterable[tuple[str, str]] = ()) -> tuple[bytes, dict]:
+                 n_processed: int, skipped: Iterable[tuple[str, str]] = (),
+                 content: Iterable[str] | None = None) -> tuple[bytes, dict]:
     """One chunk file's bytes (``.npz``, no pickles) and its summary (``n_processed``: the record after its
     last; ``n_rows``, ``n_no_face``, ``skipped``): what :meth:`CacheWriter.append` and a cluster worker write."""
     skipped = [(str(p), str(r)) for p, r in skipped]
@@ -238,9 +243,10 @@ def encode_chunk(dim: int, features: np.ndarray, labels: Iterable[int], subjects
         "raw_labels": _ustr(raw_labels),
         "skipped_paths": _ustr(p for p, _ in skipped), "skipped_reasons": _ustr(r for _, r in skipped),
         "n_processed": np.int64(n_processed),
+        **({"content": _ustr(content)} if content is not None else {}),
     }
     n_new = len(c["features"])
-    if any(len(c[k]) != n_new for k in _ROW_COLUMNS):
+    if any(len(c[k]) != n_new for k in (*_ROW_COLUMNS, *(("content",) if content is not None else ()))):
         raise ValueError("columns of one chunk differ in length")
     buf = io.BytesIO()
     np.savez(buf, **c)

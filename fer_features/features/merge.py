@@ -47,6 +47,7 @@ def _meta(path: Path) -> dict[str, Any]:
         cols["face_found"] = f["face_found"][()]
         cols["label_names"] = list(_strs(f["label_names"]))
         cols["dim"] = int(f["features"].shape[1])
+        cols["content"] = _strs(f["content"]) if "content" in f else None
     return {"path": path, "attrs": attrs, **cols}
 
 
@@ -89,16 +90,33 @@ def _row_order(a: dict, b: dict) -> np.ndarray:
     return np.array([index[p] for p in pa.tolist()], dtype=np.int64)
 
 
+def _content_order(a: dict, b: dict) -> np.ndarray:
+    """Index into B's rows for each of A's rows, matched by image content id; ``CacheError`` unless both hold
+    the same images once each."""
+    ca, cb = a["content"].tolist(), b["content"].tolist()
+    index = {c: i for i, c in enumerate(cb)}
+    if len(index) != len(cb) or len(set(ca)) != len(ca) or set(ca) != set(index):
+        only_a, only_b = len(set(ca) - set(index)), len(set(index) - set(ca))
+        raise CacheError(f"{a['path'].name} and {b['path'].name} are not the same images ({len(ca)} and {len(cb)} "
+                         f"rows; {only_a} image(s) only in the first, {only_b} only in the second, or repeated)")
+    return np.array([index[c] for c in ca], dtype=np.int64)
+
+
 def check_same_rows(a: dict, b: dict) -> np.ndarray:
-    """B's row for each of A's rows, after checking dataset, labels, subjects and splits agree."""
+    """B's row for each of A's rows, after checking dataset, labels, subjects and splits agree. The same images
+    described otherwise (renamed, moved, a manifest instead of folders) match by their content ids."""
     na, nb = a["path"].name, b["path"].name
     fa, fb = a["attrs"].get("dataset_fingerprint"), b["attrs"].get("dataset_fingerprint")
-    if not fa or fa != fb:
+    if fa and fa == fb:
+        if _settings(a).get("dataset_format") != _settings(b).get("dataset_format"):
+            raise CacheError(f"{na} and {nb} read the dataset as different formats")
+        order = _row_order(a, b)
+    elif a.get("content") is not None and b.get("content") is not None:
+        order = _content_order(a, b)
+    else:
         raise CacheError(f"{na} and {nb} were made from different datasets (content fingerprints "
-                         f"{str(fa)[:12]} and {str(fb)[:12]}): only caches of the same images can be merged")
-    if _settings(a).get("dataset_format") != _settings(b).get("dataset_format"):
-        raise CacheError(f"{na} and {nb} read the dataset as different formats")
-    order = _row_order(a, b)
+                         f"{str(fa)[:12]} and {str(fb)[:12]}), and one of them stores no image content ids (made "
+                         "before 0.2): only caches of the same images can be merged")
     la = np.asarray(a["label_names"], dtype=object)[a["labels"]]
     lb = np.asarray(b["label_names"], dtype=object)[b["labels"]][order]
     for what, ca, cb in (("label", la, lb), ("subject", a["subjects"], b["subjects"][order]),
@@ -192,6 +210,8 @@ def merge_caches(a: str | Path, b: str | Path, out: str | Path | None = None, *,
             for name in _ROW_STRS:
                 f.create_dataset(name, data=ma[name].astype(object), dtype=str_t)
             f.create_dataset("label_names", data=np.array(ma["label_names"], dtype=object), dtype=str_t)
+            if ma["content"] is not None:
+                f.create_dataset("content", data=ma["content"].astype(object), dtype=str_t)
             identity = np.array_equal(order, np.arange(n))
             for s in range(0, n, block_rows):
                 e = min(n, s + block_rows)
