@@ -99,7 +99,7 @@ def _decode(source: Any, path: str) -> np.ndarray:
 def run_shard(params: dict, start: int, end: int, items: list[tuple], part_dir: str | None, dim: int,
               strict: bool) -> dict:
     """One shard on a worker: records ``start..end-1`` (``items``: index, path, image source, label index,
-    subject, split, relative path, raw label). Writes ``part_dir/chunk-<start>.npz`` (or, without a
+    subject, split, relative path, raw label, image content id). Writes ``part_dir/chunk-<start>.npz`` (or, without a
     ``part_dir``, returns its bytes as ``data``); returns the chunk's summary plus timings."""
     ext, built = _extractor(params)
     if int(ext.n_features_out_) != dim:
@@ -108,7 +108,7 @@ def run_shard(params: dict, start: int, end: int, items: list[tuple], part_dir: 
     prep = ext.preprocessor_
     t0 = time.perf_counter()
     good, bad = [], []
-    for i, path, source, label, subject, split, rel, raw in items:
+    for i, path, source, label, subject, split, rel, raw, content in items:
         try:
             img, found = prep(_decode(source, path))
         except ImageReadError as exc:
@@ -116,7 +116,7 @@ def run_shard(params: dict, start: int, end: int, items: list[tuple], part_dir: 
         except Exception as exc:  # noqa: BLE001 - a decoder or preprocessing failure on one file
             err = f"{path}: {type(exc).__name__}: {exc}"
         else:
-            good.append((img, -1 if found is None else int(bool(found)), label, subject, split, rel, raw))
+            good.append((img, -1 if found is None else int(bool(found)), label, subject, split, rel, raw, content))
             continue
         if strict:
             raise ExtractionError(f"unreadable image: {err}")
@@ -126,7 +126,7 @@ def run_shard(params: dict, start: int, end: int, items: list[tuple], part_dir: 
     t2 = time.perf_counter()
     data, summary = encode_chunk(dim, feats, [g[2] for g in good], [g[3] for g in good], [g[4] for g in good],
                                  [g[5] for g in good], [g[6] for g in good], [g[1] for g in good],
-                                 n_processed=end, skipped=bad)
+                                 n_processed=end, skipped=bad, content=[g[7] for g in good])
     if part_dir is None:
         summary["data"] = data
     else:
@@ -211,11 +211,12 @@ def extract_shards(cluster, path: Path, key: str, settings: dict, ds, ext: Featu
                                "the same path: put the cache folder and the data on a filesystem they share, "
                                "or give --gather")
     rel = ds.rel_paths()
-    records = ds.records
+    records, contents = ds.records, ds.content_ids()  # the rows' identity, as a local run stores it
 
     def items(s: int, e: int) -> list[tuple]:
         return [(i, records[i].path, _source(ds, i, cluster.gather, inline), label_index[records[i].label],
-                 records[i].subject, records[i].split, rel[i], records[i].raw_label) for i in range(s, e)]
+                 records[i].subject, records[i].split, rel[i], records[i].raw_label, contents[i])
+                for i in range(s, e)]
 
     bar = None
     if progress:

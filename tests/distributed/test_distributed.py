@@ -288,3 +288,21 @@ def test_a_killed_worker_costs_only_its_shard(cluster, tmp_path, monkeypatch):
     assert set(client.run(os.getpid).values()) != before
     shutil.rmtree(tmp_path / "k", ignore_errors=True)
 
+
+
+def test_a_cluster_cache_stores_the_rows_content_ids(tmp_path):
+    """Shards carry each row's image content id, as a local extraction stores it (the rows' identity)."""
+    from fer_features.data import load_dataset
+    from fer_features.distributed.cluster import open_cluster
+    from fer_features.distributed.extract import on_cluster
+    from fer_features.features.cache import load_cache
+    from fer_features.features.extract import extract_dataset
+    from helpers import make_folder_dataset
+
+    data = make_folder_dataset(tmp_path / "data", per_class=3, size=32)
+    kw = dict(backbone="hog", face_crop="none", flip_average=False, progress=False, log=lambda m: None)
+    with open_cluster("local:1") as cluster:
+        c = load_cache(extract_dataset(data, cache_dir=tmp_path / "c", runner=on_cluster(cluster), **kw))
+    ds = load_dataset(data)
+    want = dict(zip(ds.rel_paths(), ds.content_ids()))
+    assert c.content is not None and [want[p] for p in c.paths] == list(c.content)
