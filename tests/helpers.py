@@ -211,7 +211,7 @@ def make_folder_dataset(root: Path, classes=("happy", "sad"), per_class: int = 5
         d = Path(root) / cls
         d.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            base = np.full((size, size), 60 + 120 * ci, np.uint8)
+            base = np.full((size, size), (60 + 120 * ci) % 256, np.uint8)  # two classes: 60, 180; more wrap
             img = np.clip(base + rng.integers(-40, 40, (size, size)), 0, 255).astype(np.uint8)
             if i % 2:
                 Image.fromarray(np.stack([img] * 3, -1)).save(d / f"img{i}.jpg")

@@ -65,3 +65,22 @@ def test_train_model_saves_what_classify_save_saves(images, tmp_path):
     assert model.extraction["backbone"] == "lbp" and model.extraction["image_size"] == 48
     df = ff.predict(saved, [images], progress=False)  # a TrainedModel is a path
     assert sorted(set(df["label"])) == ["happy", "sad"] and (df["error"] == "").all()
+
+
+def test_a_model_with_the_fast_cubic_knn_saves_and_loads(tmp_path):
+    """The default engine's cubic_knn (``CubicKNN``) is stored by skops like scikit-learn's own estimators and
+    loads with only scikit-learn/numpy/fer_features types trusted, predicting as before."""
+    import numpy as np
+
+    from fer_features.apply.models import SkopsModel, load
+    from fer_features.classify.presets import CubicKNN, make_classifier
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 8)).astype(np.float32), np.arange(60) % 2
+    pipe = make_classifier("cubic_knn").fit(X, y)
+    assert isinstance(pipe[-1], CubicKNN)
+    SkopsModel(pipe, ["happy", "sad"], {"backbone": "lbp"}, {"classifier": "cubic_knn"}).save(tmp_path / "k.skops")
+    model = load(tmp_path / "k.skops")
+    assert isinstance(model.pipeline[-1], CubicKNN) and model.pipeline[-1].get_params() == pipe[-1].get_params()
+    np.testing.assert_array_equal(model.pipeline.predict(X), pipe.predict(X))
+    np.testing.assert_array_equal(model.pipeline.predict_proba(X), pipe.predict_proba(X))

@@ -21,12 +21,12 @@ from fer_features.backbones.registry import (
     list_backbones,
     resolve,
 )
-from fer_features.backbones.taps import LAYERS_HELP, parse_layers, resolve_taps, stage_layers
+from fer_features.backbones.taps import LAYERS_HELP, feature_size, parse_layers, resolve_taps, stage_layers
 from fer_features.errors import BackboneError
 
 __all__ = [
     "BackboneConfig", "BackboneError", "BackboneSpec", "CLASSICAL", "DEFAULT_BACKBONE", "KERAS_FILE", "LAYERS_HELP",
     "POOLINGS_HELP", "PREPROCESS_MODES", "REGISTRY", "base_network", "cached_imagenet_weights", "create",
-    "get_config", "is_classical", "list_backbones", "normalize_weights", "parse_layers", "parse_pooling",
+    "feature_size", "get_config", "is_classical", "list_backbones", "normalize_weights", "parse_layers", "parse_pooling",
     "resolve", "resolve_taps", "stage_layers", "tappable_layers",
 ]

@@ -43,6 +43,33 @@ def resolve_taps(backbone: str | BackboneSpec, layer: str | None, pooling: str |
     return _fit_taps(name, layer, pooling, explicit, int(input_size), maps) if maps else (layer, pooling)
 
 
+def feature_size(backbone: str | BackboneSpec, layer: str | None = None, pooling: str | None = None,
+                 input_size: int | None = None) -> int | None:
+    """The length of the features of ``layer`` pooled by ``pooling`` at ``input_size`` (each default: the spec's),
+    without building the network: every tap's channels x its pooling's cells (avg, max: 1; gridN: N x N) where
+    the map sizes are known statically (efficientnet_lite0), the last layer's ``feature_dim`` under avg/max, a
+    classical descriptor's registered size at its defaults; None where only a built model can tell."""
+    cfg = resolve(backbone)
+    size = int(input_size or cfg.default_size)
+    if cfg.classical:
+        default = layer in (None, "", "last") and pooling in (None, cfg.default_pooling) and size == cfg.default_size
+        return cfg.feature_dim if default else None
+    layer, pooling = resolve_taps(cfg, layer, pooling, size)
+    maps = _static_maps(cfg, size)
+    shapes = dict(maps or [])
+    total = 0
+    for lname, lpool in parse_layers(layer, pooling):
+        _, grid = parse_pooling(lpool)
+        if maps:
+            channels = shapes[_layer_name(cfg.ref, size, lname, maps[-1][0], shapes, stage_layers(maps))][-1]
+        elif lname == "last" and cfg.feature_dim:
+            channels = cfg.feature_dim
+        else:
+            return None
+        total += int(channels) * grid * grid
+    return total
+
+
 def _static_maps(cfg: BackboneSpec, size: int) -> list[tuple[str, tuple]] | None:
     """The backbone's feature maps at ``size`` px where they are known without building it, else None."""
     return feature_maps(size) if cfg.family == "efficientnet_lite" else None

@@ -53,6 +53,29 @@ SUBJECT_PATTERN = Option(
     "root when it contains a '/'; the group 'subject' (else group 1, else the match) is the id, e.g. "
     "'^(?P<subject>[A-Z]{2})_' or '^[^/]+/(?P<subject>[^/]+)/'; overrides the layout's own ids; every image "
     "must match")
+LABEL_MAP = Option(
+    "--label-map", action="append", default=None, metavar="FROM=TO|FILE.csv",
+    help="rename labels (class folder names, a manifest's label column) before they are checked, e.g. "
+    "--label-map suprise=surprise; repeatable or comma-separated, or a CSV file of from,to rows; part of the "
+    "cache key")
+ALLOW_NEW_LABELS = Option(
+    "--allow-new-labels", action="store_true",
+    help="keep unknown labels as classes of their own in a dataset whose labels are mostly expression names "
+    "(without it each is an error naming it and the closest known name; a dataset of its own classes needs no "
+    "option)")
+
+
+def add_label_options(p) -> None:
+    """--label-map and --allow-new-labels (every command that reads a dataset)."""
+    LABEL_MAP.add(p)
+    ALLOW_NEW_LABELS.add(p)
+
+
+def label_kwargs(a) -> dict:
+    """``load_dataset``'s label arguments from the parsed options."""
+    return {"label_map": a.label_map, "allow_new_labels": a.allow_new_labels}
+
+
 BACKBONE = Option("--backbone", default=DEFAULT_BACKBONE, help="see: python -m fer_features backbones")
 WEIGHTS = Option("--weights", default="imagenet",
                  help="imagenet, random, or a path to a weights file (e.g. the .h5 Keras would download); "

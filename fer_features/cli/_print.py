@@ -13,10 +13,22 @@ def print_searches(results) -> None:
             print(search_table(r))
 
 
+def print_ci_notes(results) -> None:
+    """Each distinct warning about the results' intervals (``accuracy_ci_note``: too few subjects) once, with
+    the rows it concerns where it does not concern them all."""
+    notes: dict[str, list[str]] = {}
+    for r in results:
+        if r.get("accuracy_ci_note"):
+            notes.setdefault(r["accuracy_ci_note"], []).append(str(r.get("classifier")))
+    for note, names in notes.items():
+        print(note + ("" if len(names) == len(results) else f" ({', '.join(names)})"))
+
+
 def print_result(r: dict) -> None:
     print(protocol_header([r]))
     for w in r.get("warnings", []):
         print(w)
+    print_ci_notes([r])
     print()
     print(text_table([r]))
     print("\nper-class accuracy:")

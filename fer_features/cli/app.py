@@ -105,8 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fer_features {a.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
-        print("interrupted: an extraction resumes where it stopped when run again", file=sys.stderr)
+        print(interrupted_message(a), file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+
+
+def interrupted_message(a: argparse.Namespace) -> str:
+    """What Ctrl-C (or SIGTERM) leaves behind, said for the command that was stopped: only extract and a
+    checkpointed finetune resume; everything else starts over."""
+    if a.command == "extract":
+        return "interrupted: the extraction resumes where it stopped when run again"
+    if a.command == "finetune" and getattr(a, "checkpoint_dir", None):
+        return ("interrupted: the training resumes from its last checkpoint when the same command runs again "
+                f"(--checkpoint-dir {a.checkpoint_dir})")
+    return "interrupted"
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ import sys
 from tqdm import tqdm
 
 from fer_features import evaluation as ev
-from fer_features.classify import registry
+from fer_features.classify import cost, registry
 from fer_features.classify.presets import parse_overrides
 from fer_features.cli import _options as O
-from fer_features.cli._print import print_searches
+from fer_features.cli._print import print_ci_notes, print_searches
 from fer_features.evaluation.stats import mark_vs_best
 from fer_features.features.cache import load_cache
 from fer_features.reporting.feature_map import add_to_report, summary_line
@@ -35,6 +35,10 @@ def run(a) -> int:
     test_cache = O.load_test_cache(a)
     done = []
 
+    def started(X, splits, slots):
+        folds = [(len(tr), len(te)) for tr, te in splits]
+        tqdm.write(cost.estimate_line(names, folds, X.shape[1], slots=slots, **O.search_kwargs(a)), file=sys.stderr)
+
     def finished(r):
         done.append(r)
         tqdm.write(f"[{len(done)}/{len(names)}] {r['classifier']}: {100 * r['accuracy']:.1f} % pooled "
@@ -45,19 +49,21 @@ def run(a) -> int:
                                 test_split=a.test_split, seed=a.seed, engine=a.engine,
                                 overrides=parse_overrides(a.set), pca=O.pca_arg(a.pca), n_jobs=a.n_jobs,
                                 subject_norm=a.subject_norm, progress=not a.no_progress, on_result=finished,
-                                test_cache=test_cache, search=O.search_kwargs(a), cluster=cl, **O.augment_kwargs(a))
+                                test_cache=test_cache, search=O.search_kwargs(a), cluster=cl, on_start=started,
+                                **O.augment_kwargs(a))
     results += included
     mark_vs_best(results)  # every row against the best on the same test images
     print(protocol_header(results))
     for w in notes:
         print(w)
+    print_ci_notes(results)
     print()
     print(text_table(results))
     print_searches(results)
     if a.report_dir:
         md = write_report(results, a.report_dir, title=f"Classifier comparison on {O.on(cache, test_cache)}")
-        print(f"\nreport: {md}")
         print(summary_line(add_to_report(cache, a.report_dir)))
+        print(f"\nreport: {md}")  # only now: every file of the report is written
     if a.json:
         print(json.dumps(results))
     return 0

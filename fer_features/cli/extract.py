@@ -32,6 +32,7 @@ def register(sub) -> None:
                  "column) and folder-per-class")
     p.add_argument("--frontal-only", action="store_true", help="KDEF: keep straight (S) views only")
     O.SUBJECT_PATTERN.add(p)
+    O.add_label_options(p)
     O.BACKBONE.add(p, help="a registered name (see: python -m fer_features backbones) or a saved Keras model file "
                    "PATH.keras (e.g. from finetune --save) used frozen: its input size and preprocessing, layers "
                    "listed by backbones --layers PATH.keras, default layer last@avg; the cache key holds the "
@@ -56,6 +57,10 @@ def register(sub) -> None:
     O.BATCH_SIZE.add(p)
     p.add_argument("--workers", type=int, default=2, help="threads decoding and preprocessing images")
     p.add_argument("--cache-dir", default=None, help="cache folder (default: $FER_FEATURES_CACHE or ./cache)")
+    p.add_argument("--reuse-from", action="append", default=[], metavar="DIR",
+                   help="another folder of caches whose rows are reused: an image whose content was already embedded "
+                   "with the same feature settings is copied, not computed (the cache folder itself is always "
+                   "searched); repeatable")
     p.add_argument("--strict", action="store_true", help="stop (exit 1) on the first unreadable image")
     O.NO_PROGRESS.add(p)
     O.add_cluster_options(p)
@@ -68,7 +73,7 @@ def run(a) -> int:
         image_size=a.image_size, pooling=a.pooling, layer=a.layer, preprocess=a.preprocess,
         face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, flip_average=a.flip_average,
         precision=a.precision, batch_size=a.batch_size,
-        frontal_only=a.frontal_only, subject_pattern=a.subject_pattern, strict=a.strict,
-        progress=not a.no_progress, workers=a.workers, runner=O.cluster_runner(a))
+        frontal_only=a.frontal_only, subject_pattern=a.subject_pattern, strict=a.strict, **O.label_kwargs(a),
+        progress=not a.no_progress, workers=a.workers, runner=O.cluster_runner(a), reuse_from=a.reuse_from)
     print(path)
     return 0

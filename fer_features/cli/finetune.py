@@ -32,6 +32,7 @@ def register(sub) -> None:
     O.FORMAT.add(p)
     O.SUBJECT_PATTERN.add(p, help="subject id of each image from its file name or relative path (as for extract): "
                           "makes protocol auto subject-grouped on data of your own")
+    O.add_label_options(p)
     O.BACKBONE.add(p)
     O.WEIGHTS.add(p, help="imagenet or a weights file (scratch ignores it)")
     p.add_argument("--mode", default="top", choices=MODES, help="what is trained: see modes above")
@@ -82,12 +83,12 @@ def run(a) -> int:
                            face_crop=a.face_crop, face_margin=a.face_margin, align=a.align, seed=a.seed)
     if a.save:
         path = F.save(a.save, a.data, cfg, format=a.format, progress=not a.no_progress,
-                      subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir)
+                      subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir, **O.label_kwargs(a))
         print(f"model saved: {path}")
         return 0
     r = F.run(a.data, cfg, a.protocol, format=a.format, folds=a.folds, test_size=a.test_size,
               subject_pattern=a.subject_pattern, checkpoint_dir=a.checkpoint_dir, save_model=a.keep_model,
-              test_split=a.test_split, progress=not a.no_progress)
+              test_split=a.test_split, progress=not a.no_progress, **O.label_kwargs(a))
     if a.report_dir:
         write_report([r], a.report_dir, title=f"{r['classifier']} on {a.data}")
     print_result(r)

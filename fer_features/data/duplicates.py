@@ -50,6 +50,7 @@ class DuplicateReport:
     n_images: int
     groups: list[list[str]]  # sets of pixel-identical images (2 or more each)
     conflicting_groups: int  # groups whose images carry different labels
+    group_labels: list[list[str]] = field(default_factory=list)  # each group's images' labels, as ``groups``
     train_splits: list[str] = field(default_factory=list)
     test_split: str | None = None
     n_test: int = 0
@@ -61,22 +62,54 @@ class DuplicateReport:
         """Images beyond the first of each group (what removing the copies would remove)."""
         return sum(len(g) - 1 for g in self.groups)
 
+    def group_dicts(self) -> list[dict[str, Any]]:
+        """Every group: its images' paths and labels, and whether the labels differ."""
+        labels = self.group_labels or [[""] * len(g) for g in self.groups]
+        return [{"paths": list(g), "labels": list(lab), "labels_differ": len(set(lab)) > 1}
+                for g, lab in zip(self.groups, labels)]
+
     def to_dict(self) -> dict[str, Any]:
         return {"n_images": self.n_images, "duplicate_groups": len(self.groups),
                 "duplicate_images": self.duplicate_images, "conflicting_groups": self.conflicting_groups,
                 "train_splits": self.train_splits, "test_split": self.test_split, "n_test": self.n_test,
                 "test_with_train_copy": len(self.test_with_train_copy),
-                "test_with_train_copy_other_label": self.test_with_train_copy_other_label}
+                "test_with_train_copy_other_label": self.test_with_train_copy_other_label,
+                "groups": self.group_dicts()}
 
     def summary(self) -> str:
-        s = (f"{self.n_images} images: {len(self.groups)} groups of pixel-identical images "
-             f"({self.duplicate_images} copies beyond the first; {self.conflicting_groups} groups with "
-             "differing labels)")
+        s = (f"{self.n_images} images: {_n(len(self.groups), 'group')} of pixel-identical images "
+             f"({_n(self.duplicate_images, 'copy', 'copies')} beyond the first; "
+             f"{_n(self.conflicting_groups, 'group')} with differing labels)")
         if self.test_split:
-            s += (f"; {len(self.test_with_train_copy)} of {self.n_test} {self.test_split} images have a copy in "
+            k = len(self.test_with_train_copy)
+            s += (f"; {k} of {self.n_test} {self.test_split} images {'has' if k == 1 else 'have'} a copy in "
                   f"{'+'.join(self.train_splits)} ({self.test_with_train_copy_other_label} of them labelled "
                   "differently there)")
         return s
+
+    def group_lines(self, limit: int | None = None) -> list[str]:
+        """One line per group naming its images (with their labels where they differ): every group with
+        differing labels, then the others (the first ``limit`` of them; None: all)."""
+        groups = self.group_dicts()
+        differ = [g for g in groups if g["labels_differ"]]
+        same = [g for g in groups if not g["labels_differ"]]
+        shown = same if limit is None else same[:limit]
+        lines = []
+        if differ:
+            lines.append(f"{_n(len(differ), 'group')} with differing labels:")
+            lines += ["  " + ", ".join(f"{p} ({lab})" for p, lab in zip(g["paths"], g["labels"])) for g in differ]
+        if same:
+            lines.append(f"{_n(len(same), 'group')} with the same label:")
+            lines += [f"  {', '.join(g['paths'])} ({g['labels'][0]})" for g in shown]
+            if len(shown) < len(same):
+                lines.append(f"  ... and {_n(len(same) - len(shown), 'more group')} (--list or --json names "
+                             "every one)")
+        return lines
+
+
+def _n(k: int, one: str, many: str | None = None) -> str:
+    """``1 group``, ``2 groups``."""
+    return f"{k} {one if k == 1 else (many or one + 's')}"
 
 
 def find_duplicates(ds, hashes: Sequence[str | None] | None = None, *, test_split: str | None = None,
@@ -97,7 +130,8 @@ def find_duplicates(ds, hashes: Sequence[str | None] | None = None, *, test_spli
     groups = [ix for ix in by_hash.values() if len(ix) > 1]
     report = DuplicateReport(
         n_images=len(ds), groups=[[paths[i] for i in ix] for ix in groups],
-        conflicting_groups=sum(len({recs[i].label for i in ix}) > 1 for ix in groups))
+        conflicting_groups=sum(len({recs[i].label for i in ix}) > 1 for ix in groups),
+        group_labels=[[recs[i].label for i in ix] for ix in groups])
     split = np.array([r.split for r in recs], dtype=object)
     if not any(split):
         return report

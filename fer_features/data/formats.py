@@ -9,6 +9,7 @@ from pathlib import Path
 from fer_features.data.datasets import FORMATS, JAFFE_CODES, Dataset, Record, canonical_label
 from fer_features.data.fer2013 import _csv_header, _load_fer2013
 from fer_features.data.images import IMAGE_EXTENSIONS, _err
+from fer_features.data.labels import LabelMapSpec, check_labels
 from fer_features.data.manifest import load_manifest
 from fer_features.data.subjects import apply_subject_pattern
 
@@ -225,19 +226,23 @@ def _load_kdef(root: Path, shown: object, images: list[str], frontal_only: bool)
 
 
 def load_dataset(path: str | os.PathLike, format: str = "auto", *,
-                 frontal_only: bool = False, subject_pattern: str | None = None) -> Dataset:
+                 frontal_only: bool = False, subject_pattern: str | None = None,
+                 label_map: LabelMapSpec = None, allow_new_labels: bool = False) -> Dataset:
     """List a dataset (no image is decoded).
 
     ``format`` is one of :data:`FORMATS`; ``auto`` uses :func:`detect_format`.
     ``frontal_only`` keeps only straight (``S``) KDEF views.  ``subject_pattern``
     (a regex, see :mod:`fer_features.subjects`) sets every image's subject id,
     overriding the layout's own; it is kept in ``options`` (the cache key).
+    ``label_map`` (``{"suprise": "surprise"}``, ``"suprise=surprise,..."``, a from,to CSV file) renames labels
+    and joins ``options``; an unknown label among mostly expression names is an error unless mapped or
+    ``allow_new_labels`` (see :mod:`fer_features.data.labels`).
     A FER2013 CSV is checked for its columns now and parsed on first use of the
     records or images (a few seconds for the full 35,887 rows).
     Raises :class:`DatasetError` naming the path for unusable input,
     including an explicit format that the files do not match.
     """
-    ds = _load(path, format, frontal_only, guess=not subject_pattern)
+    ds = check_labels(_load(path, format, frontal_only, guess=not subject_pattern), label_map, allow_new_labels, path)
     if subject_pattern:
         ds = apply_subject_pattern(ds, subject_pattern, path)
     return ds

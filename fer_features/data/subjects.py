@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from typing import Sequence
 
 from fer_features.data.datasets import Dataset, Record
@@ -19,12 +20,18 @@ __all__ = ["compile_subject_pattern", "subject_of", "apply_subject_pattern"]
 SHOW_FAILURES = 3  # paths named in a no-match error
 
 
+def _shown(pattern: str) -> str:
+    """The pattern as the user typed it in a shell (quoted where it needs quotes), not its repr (which doubles
+    every backslash)."""
+    return shlex.quote(pattern)
+
+
 def compile_subject_pattern(pattern: str, shown: object = "--subject-pattern") -> re.Pattern:
     """Compile ``pattern``; a bad regex is a one-line :class:`DatasetError`."""
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise DatasetError(f"{shown}: --subject-pattern {pattern!r} is not a valid regular expression "
+        raise DatasetError(f"{shown}: --subject-pattern {_shown(pattern)} is not a valid regular expression "
                            f"({exc})") from None
 
 
@@ -48,12 +55,13 @@ def subject_ids(pattern: str, rels: Sequence[str], shown: object) -> list[str]:
         where = "path relative to the dataset root" if "/" in pattern else "file name"
         more = ", ..." if len(bad) > SHOW_FAILURES else ""
         raise DatasetError(
-            f"{shown}: {len(bad)} of {len(rels)} images give no subject id with --subject-pattern {pattern!r} "
+            f"{shown}: {len(bad)} of {len(rels)} images give no subject id with --subject-pattern {_shown(pattern)} "
             f"(searched in each {where}): {', '.join(bad[:SHOW_FAILURES])}{more}")
     distinct = sorted(set(ids))
     if len(distinct) < 2:
-        raise DatasetError(f"{shown}: --subject-pattern {pattern!r} gives one subject ({distinct[0] if distinct else ''}) "
-                           f"for all {len(ids)} images; subject-independent folds need at least 2")
+        raise DatasetError(f"{shown}: --subject-pattern {_shown(pattern)} gives one subject "
+                           f"({distinct[0] if distinct else ''}) for all {len(ids)} images; subject-independent "
+                           "folds need at least 2")
     return ids
 
 
@@ -71,6 +79,6 @@ def apply_subject_pattern(ds: Dataset, pattern: str, shown: object) -> Dataset:
     ids = subject_ids(pattern, ds.rel_paths(), shown)
     records: list[Record] = [dataclasses.replace(r, subject=s) for r, s in zip(ds.records, ids)]
     notes = [n for n in ds.notes if not n.startswith(("subjects ", "no subject"))]
-    notes.append(f"subjects from --subject-pattern {pattern!r}: {len(set(ids))} subjects")
+    notes.append(f"subjects from --subject-pattern {_shown(pattern)}: {len(set(ids))} subjects")
     return Dataset(ds.format, ds.root, records, options={**ds.options, "subject_pattern": pattern},
                    ignored=ds.ignored, notes=notes)

@@ -39,6 +39,9 @@ def accuracy_without(result: dict[str, Any], paths: Sequence[str]) -> dict[str, 
     correct = (np.asarray(p["true"]) == np.asarray(p["pred"]))[keep]
     subj = np.asarray(p.get("subject") or [""] * len(keep), dtype=object)[keep]
     units = subj.astype(str) if len(subj) and all(s != "" for s in subj) else None
-    lo, hi, method = stats.accuracy_ci(correct, units, unit="subjects" if units is not None else "images")
+    unit = "subjects" if units is not None else "images"
+    lo, hi, method = stats.accuracy_ci(correct, units, unit=unit)
+    note = stats.ci_note(len(correct), units, unit)
     return {"accuracy": float(correct.mean()) if len(correct) else float("nan"), "accuracy_ci": [lo, hi],
-            "accuracy_ci_method": method, "n_test": int(keep.sum()), "n_left_out": int((~keep).sum())}
+            "accuracy_ci_method": method, **({"accuracy_ci_note": note} if note else {}),
+            "n_test": int(keep.sum()), "n_left_out": int((~keep).sum())}

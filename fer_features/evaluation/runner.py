@@ -76,7 +76,7 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
         overrides: dict | None = None, pca: float | int | None = None, n_jobs: int | None = None,
         subject_norm: str = "none", augment=None, copies: int = 0, balance: int | str | None = None,
         progress: bool = True, on_result=None, test_cache=None, search: dict | None = None,
-        cluster=None) -> tuple[list[dict], list[str]]:
+        cluster=None, on_start=None) -> tuple[list[dict], list[str]]:
     """Evaluate each classifier on the same folds of a cache; returns (results, warnings) in classifier order.
 
     ``test_cache``: protocol ``cross-dataset``, train on all of ``cache`` and test on all of this one
@@ -87,6 +87,8 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
     ``search``: budget / inner_folds of the optimizable presets' nested search (seeded with ``seed``).
     ``cluster``: a ``cluster.Cluster``: every classifier x fold runs as a task there (the feature matrix sent to
     each worker once), with the same results; augmentation, if any, is still computed here.
+    ``on_start(X, splits, slots)`` is called once the rows and folds are known, before the first fit (``slots``:
+    how many folds, or classifiers, run at once).
     """
     label_names, cross = cache.label_names, {}
     if test_cache is not None:
@@ -109,6 +111,9 @@ def run(cache, classifiers: Sequence[str], protocol: str = "auto", *, folds: int
               split=split, search={"seed": seed, **(search or {})})
     workers = min(len(classifiers), os.cpu_count() or 1, 2) if n_jobs is None else n_jobs
     parallel = cluster is None and len(splits) == 1 and workers > 1 and len(classifiers) > 1
+    if on_start is not None:
+        on_start(X, splits, cluster.n_slots if cluster is not None else workers if parallel
+                 else n_jobs or min(len(splits), os.cpu_count() or 1, 2))
     bar = progress_bar(len(classifiers) * len(splits), "classify") if progress else None
     on_fold = bar.update if bar is not None else None
     if cluster is not None:  # every classifier x fold at once, the data sent to each worker once

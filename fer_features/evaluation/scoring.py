@@ -23,7 +23,8 @@ def score_folds(classifier: str, label_names: Sequence[str], y: np.ndarray, spli
 
     ``accuracy`` is pooled: correct test images / all test images over every fold (``accuracy_fold_mean`` is
     the mean of the fold accuracies, ``accuracy_std`` their std); fit/predict seconds are totals over folds.
-    ``accuracy_ci``: its 95 % bootstrap interval, over the test images' subjects (``groups``) where known.
+    ``accuracy_ci``: its 95 % bootstrap interval, over the test images' subjects (``groups``) where known;
+    ``accuracy_ci_note``, only when it resamples fewer than 5 subjects (or images): a warning that it is unreliable.
     ``predictions``: per test image its row (index into ``y``), subject, true and predicted label index, fold
     and class probabilities (``probas``, one array per fold) where the model has them.
     """
@@ -72,11 +73,13 @@ def _uncertainty(y: np.ndarray, splits: list, preds: list, groups, probas) -> di
     rows = np.concatenate([np.asarray(te, dtype=np.int64) for _, te in splits])
     subj = np.asarray(groups)[rows].astype(str) if has_groups(groups) else None
     y_true, y_pred = np.asarray(y)[rows], np.concatenate(preds)
-    lo, hi, method = stats.accuracy_ci(y_true == y_pred, subj if subj is not None else rows,
-                                       unit="subjects" if subj is not None else "images")
+    units, unit = (subj, "subjects") if subj is not None else (rows, "images")
+    lo, hi, method = stats.accuracy_ci(y_true == y_pred, units, unit=unit)
+    note = stats.ci_note(len(rows), units, unit)
     pred = {"row": rows.tolist(), "path": [""] * len(rows),
             "subject": subj.tolist() if subj is not None else [""] * len(rows),
             "true": y_true.astype(int).tolist(), "pred": y_pred.astype(int).tolist(),
             "fold": np.repeat(np.arange(len(splits)), [len(te) for _, te in splits]).tolist(),
             "proba": None if probas is None else np.round(np.concatenate(probas).astype(np.float64), 4).tolist()}
-    return {"accuracy_ci": [lo, hi], "accuracy_ci_method": method, "predictions": pred}
+    return {"accuracy_ci": [lo, hi], "accuracy_ci_method": method, **({"accuracy_ci_note": note} if note else {}),
+            "predictions": pred}

@@ -189,7 +189,7 @@ def _save_fold(folder: Path | None, proba: np.ndarray, fit_s: float, pred_s: flo
 def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "auto", folds: int = 10,
         test_size: float = 0.1, test_split: str | None = None, progress: bool = True, log=None,
         subject_pattern: str | None = None, checkpoint_dir: str | Path | None = None,
-        save_model: str | Path | None = None) -> dict[str, Any]:
+        save_model: str | Path | None = None, label_map=None, allow_new_labels: bool = False) -> dict[str, Any]:
     """Fine-tune and test on every fold of ``protocol``; returns a result dict with ``evaluate``'s keys.
 
     ``save_model``: a protocol of one split only (official, holdout): also save the model that was tested
@@ -199,10 +199,11 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
     protocols hold out ``cfg.val_fraction`` of each fold's training part. ``checkpoint_dir``: per-epoch
     checkpoints of every fold, and each finished fold's predictions, under
     ``<checkpoint_dir>/<name>-run-<key>/``; the same call again resumes where it stopped.
+    ``label_map``, ``allow_new_labels``: as for ``load_dataset`` (``data/labels.py``).
     """
     log = log or (lambda m: print(m, file=sys.stderr))
     _log_device(log)
-    ds, images = load_images(data, cfg, format, progress, subject_pattern)
+    ds, images = load_images(data, cfg, format, progress, subject_pattern, label_map, allow_new_labels)
     names = ds.label_names
     y, groups, split = _targets(ds)
     with_groups = has_groups(groups)
@@ -274,7 +275,8 @@ def run(data, cfg: FinetuneConfig, protocol: str = "auto", *, format: str = "aut
 
 
 def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", progress: bool = True,
-         log=None, subject_pattern: str | None = None, checkpoint_dir: str | Path | None = None) -> Path:
+         log=None, subject_pattern: str | None = None, checkpoint_dir: str | Path | None = None,
+         label_map=None, allow_new_labels: bool = False) -> Path:
     """Train on all images (or the training split) and save a .keras model with labels and preprocessing.
 
     A dataset with splits: trained on the training split(s) only, with the validation split (FER2013's
@@ -285,7 +287,7 @@ def save(path: str | Path, data, cfg: FinetuneConfig, *, format: str = "auto", p
     if path.suffix != ".keras":  # before the training, not after it
         raise ValueError(f"{path}: a fine-tuned model is saved as .keras")
     _log_device(log or (lambda m: print(m, file=sys.stderr)))
-    ds, images = load_images(data, cfg, format, progress, subject_pattern)
+    ds, images = load_images(data, cfg, format, progress, subject_pattern, label_map, allow_new_labels)
     names = ds.label_names
     y, groups, split = _targets(ds)
     idx, val_rows, val_names = np.arange(len(y)), np.array([], int), []

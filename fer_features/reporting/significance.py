@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from fer_features.errors import FerError
 from fer_features.evaluation.stats import ALPHA, N_RESAMPLES, SEED, paired_test, result_ci
 from fer_features.reporting.tables import load_results
 
@@ -16,6 +17,8 @@ def load_result(spec: str, name: str | None = None) -> dict:
 
     if name is None and "#" in spec and not Path(spec).exists():
         spec, name = spec.rsplit("#", 1)
+    if not Path(spec).exists():
+        raise FerError(f"{spec}: no such results file")
     try:
         rows = load_results(spec)
     except ValueError:

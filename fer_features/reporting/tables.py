@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fer_features.classify.search import search_table
+from fer_features.errors import FerError
 from fer_features.evaluation.stats import vs_best_note
 
 TABLE_COLUMNS = (("setup", "setup"), ("classifier", "classifier"), ("protocol", "protocol"),
@@ -19,7 +20,8 @@ LEFT_ALIGNED = {"setup", "classifier", "protocol", "engine"}
 REQUIRED_KEYS = ("classifier", "protocol", "accuracy", "labels", "confusion_matrix", "fit_seconds",
                  "predict_seconds", "n_folds", "n_test")
 SETUP_KEYS = ("protocol", "protocol_description", "leaky", "seed", "n_folds", "n_test", "backbone", "features",
-              "dataset", "n_images", "subject_norm", "augmentation")
+              "dataset", "n_images", "subject_norm", "augmentation", "pca", "test_size", "test_split", "train_splits",
+              "train_dataset", "test_dataset")
 ACCURACY_NOTE = ("accuracy % = correct / all test images, pooled over folds; fold std = std of the fold "
                  "accuracies; fit s, predict s = totals over folds")
 CI_HEADER = " [95 % CI]"
@@ -121,8 +123,35 @@ def markdown_table(results: Sequence[dict]) -> str:
     return "\n".join(out + (["", *(f"{x}  " for x in note.splitlines())] if note else []))
 
 
+def protocol_options(r: dict, width: int = 0) -> str:
+    """'subject-norm center; PCA 0.95; augmentation 3 copies, balance none; cross-dataset ckplus48 -> jaffe': every
+    protocol option of a result (subject normalisation, PCA and augmentation always; the holdout test size, the
+    official test split and the cross-dataset pairing where the protocol has them), for titles and setup lines;
+    ``width``: lines of at most about that many characters, broken between options."""
+    lines = [""]
+    for part in _option_parts(r):
+        if lines[-1] and width and len(lines[-1]) + 2 + len(part) > width:
+            lines.append("")
+        lines[-1] += ("; " if lines[-1] else "") + part
+    return "\n".join(lines)
+
+
+def _option_parts(r: dict) -> list[str]:
+    aug = r.get("augmentation")
+    opts = [f"subject-norm {r.get('subject_norm') or 'none'}", f"PCA {'none' if r.get('pca') is None else r['pca']}",
+            f"augmentation {aug['copies']} copies, balance {aug.get('balance') or 'none'}" if aug else "no augmentation"]
+    if r.get("test_size") is not None:
+        opts.append(f"test size {r['test_size']}")
+    if r.get("test_split"):
+        opts.append(f"test split {r['test_split']}" + (f" (train {', '.join(map(str, r['train_splits']))})"
+                                                       if r.get("train_splits") else ""))
+    if r.get("test_dataset"):
+        opts.append(f"cross-dataset {r.get('train_dataset')} -> {r['test_dataset']}")
+    return opts
+
+
 def _setup_lines(r: dict) -> list[str]:
-    lines = [f"protocol: {r.get('protocol')} ({r.get('protocol_description', '')})"]
+    lines = [f"protocol: {r.get('protocol')} ({r.get('protocol_description', '')})", f"options: {protocol_options(r)}"]
     if r.get("leaky"):
         lines.append("LEAKY PROTOCOL: test images (or their augmented copies / subjects) are in training")
     if r.get("backbone") or r.get("features"):
@@ -183,7 +212,8 @@ def plot_confusion(result: dict, path: str | Path, setup: str = "") -> Path:
     labels = result["labels"]
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.65 * len(labels)), dpi=110)
+    width = 1.0 + 0.7 * len(labels)
+    fig, ax = plt.subplots(figsize=(width, 0.8 + 0.65 * len(labels)), dpi=110)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
         for j in range(len(labels)):
@@ -195,7 +225,7 @@ def plot_confusion(result: dict, path: str | Path, setup: str = "") -> Path:
     ax.set_ylabel("true")
     desc = textwrap.shorten(result.get("protocol_description", ""), 90)
     ax.set_title(f"{row_label(result, setup)}: {100 * result['accuracy']:.1f} % (pooled)\n{desc}\n"
-                 f"{_short_setup(result)}", fontsize=7)
+                 f"{_short_setup(result)}\n{protocol_options(result, int(16 * width))}", fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="row fraction")
     fig.tight_layout()
     path = Path(path)
@@ -224,7 +254,7 @@ def plot_bars(results: Sequence[dict], path: str | Path) -> Path:
     err = np.array([_whisker(r) for r in results]).T
     tsec = [r["fit_seconds"] + r["predict_seconds"] for r in results]
     leaky = [bool(r.get("leaky")) for r in results]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * len(names) + 1 + 0.15 * mixed * len(set(letters))),
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * len(names) + 1.15 + 0.3 * len(set(letters))),
                                  dpi=110, sharey=True)
     y = np.arange(len(names))
     for ax, values, colour, xerr in ((a1, acc, "tab:blue", err), (a2, tsec, "tab:orange", None)):
@@ -239,7 +269,8 @@ def plot_bars(results: Sequence[dict], path: str | Path) -> Path:
     a2.set_xlabel("fit + predict seconds (totals over folds)")
     firsts = {letter: r for r, letter in reversed(list(zip(results, letters)))}
     title = "\n".join(f"[{k}] " * mixed + textwrap.shorten(f"{r.get('protocol_description', '')}; {_short_setup(r)}",
-                                                              140) for k, r in sorted(firsts.items()))
+                                                              140) + f"\n{'    ' * mixed}{protocol_options(r)}"
+                      for k, r in sorted(firsts.items()))
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
@@ -253,6 +284,8 @@ def load_results(path: str | Path) -> list[dict]:
 
     Older results (whose ``accuracy`` was the fold mean) get the pooled headline of current ones.
     """
+    if not Path(path).exists():
+        raise FerError(f"{path}: no such results file")
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -268,6 +301,19 @@ def load_results(path: str | Path) -> list[dict]:
     return rows
 
 
+OPTION_COLUMNS = ("subject_norm", "pca", "augment_copies", "augment_balance", "test_size", "test_split",
+                  "train_dataset", "test_dataset")
+
+
+def option_columns(r: dict) -> dict[str, Any]:
+    """results.csv's protocol option columns of a result (``protocol_options`` in columns)."""
+    aug = r.get("augmentation") or {}
+    return {"subject_norm": r.get("subject_norm") or "none", "pca": "none" if r.get("pca") is None else r["pca"],
+            "augment_copies": aug.get("copies", 0), "augment_balance": aug.get("balance") or "none",
+            "test_size": r.get("test_size", ""), "test_split": r.get("test_split") or "",
+            "train_dataset": r.get("train_dataset", ""), "test_dataset": r.get("test_dataset", "")}
+
+
 def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Classifier comparison") -> Path:
     """Markdown + CSV tables, the JSON results, a confusion-matrix PNG per classifier and a bar chart."""
     out = Path(out_dir)
@@ -278,12 +324,13 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "Cla
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         keys = ["classifier", "source", "protocol", "protocol_description", "leaky", "backbone", "features",
-                "dataset", "accuracy", "accuracy_ci_lo", "accuracy_ci_hi", "accuracy_ci_method",
+                "dataset", *OPTION_COLUMNS, "accuracy", "accuracy_ci_lo", "accuracy_ci_hi", "accuracy_ci_method",
                 "accuracy_fold_mean", "accuracy_std", "vs_best_mark", "vs_best_p", "vs_best_test", "macro_f1",
                 "fit_seconds", "predict_seconds", "n_train", "n_test", "n_folds", "engine"]
         w.writerow(["setup", *keys])
         for r, letter in zip(results, letters):
-            row = {**r, "leaky": bool(r.get("leaky")), "features": json.dumps(r.get("features", {}), sort_keys=True)}
+            row = {**r, "leaky": bool(r.get("leaky")), "features": json.dumps(r.get("features", {}), sort_keys=True),
+                   **option_columns(r)}
             ci, vb = r.get("accuracy_ci") or ["", ""], r.get("vs_best") or {}
             row.update(accuracy_ci_lo=ci[0], accuracy_ci_hi=ci[1], vs_best_mark=vb.get("mark", ""),
                        vs_best_p="" if vb.get("p") is None else vb["p"], vs_best_test=vb.get("test") or "")

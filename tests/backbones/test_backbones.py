@@ -251,3 +251,17 @@ def test_explicit_grid_finer_than_the_map_is_an_error():
         bb.resolve_taps("efficientnet_lite0", "block3b_add@grid6,block4c_add@grid4", None, 48)
     with pytest.raises(bb.BackboneError, match="out_relu.*1x1.*grid2"):  # a Keras application: checked when built
         bb.create("mobilenet_v2", weights=None, input_size=32, pooling="grid2")
+
+
+def test_feature_size_is_known_without_building_the_network(monkeypatch):
+    """``feature_size``: the default features' length from the spec and the static map sizes (issue 28:
+    ``backbones`` said 1280 for efficientnet_lite0, whose default features are 3,920 long)."""
+    monkeypatch.setattr(bb.factory, "base_network", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(bb.taps, "_feature_maps", lambda *a, **k: pytest.fail("a model was built"))
+    assert bb.feature_size("efficientnet_lite0") == 80 * 7 * 7  # block4c_add: 14x14x80 at 224 px, grid7
+    assert bb.feature_size("efficientnet_lite0", "block3b_add@grid2,last", "avg") == 40 * 4 + 1280
+    with pytest.warns(UserWarning):  # a default grid7 on a 3x3 map is reduced to grid3, as extraction does
+        assert bb.feature_size("efficientnet_lite0", input_size=48) == 80 * 9
+    assert bb.feature_size("resnet50") == 2048 and bb.feature_size("resnet50", pooling="grid2") == 2048 * 4
+    assert bb.feature_size("resnet50", layer="conv4_block6_out") is None  # only a built model knows its maps
+    assert bb.feature_size("hog") == 4356 and bb.feature_size("hog", input_size=48) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fer_features.classify import _minkowski
 from fer_features.classify import presets as C
 from fer_features import evaluation as ev
 from helpers import LABELS, blobs
@@ -163,3 +164,58 @@ def test_fused_blocks_shrink_with_wider_features():
 
     assert [chunk_rows(d, 4) for d in (64, 1280, 2048, 3920, 5880, 100_000)] == [64, 64, 40, 24, 16, 8]
     assert chunk_rows(1280, 8) == 32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cubic_knn_finds_scikit_learns_minkowski_3_neighbours(dtype):
+    """The default engine's cubic_knn computes its Minkowski p=3 distances in blocks (numba) and finds the same
+    neighbours, votes and predictions as scikit-learn's brute-force KNeighborsClassifier(metric='minkowski', p=3),
+    ties included (equal distances: the lower training row wins, as in scikit-learn)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 70)).astype(dtype)
+    y = rng.integers(0, 4, 300)
+    X[150:160] = X[10:20]  # test images with a copy in training: distance 0
+    X[200:220] = X[100]  # 21 equal training rows (with their own labels), test row 0 next to them: a tie at the
+    X[0] = X[100] + 0.01  # 10th place, which scikit-learn breaks towards the lower rows (X's 100, 200, ..., 208)
+    tr, te = np.arange(40, 300), np.arange(40)
+    pipe = C.make_classifier("cubic_knn").fit(X[tr], y[tr])
+    knn = pipe.named_steps["clf"]
+    assert isinstance(knn, C.CubicKNN) and C.engine_used("cubic_knn", C.DEFAULT_ENGINE) == "numba"
+    Z = pipe.named_steps["scale"].transform(X)
+    ref = KNeighborsClassifier(n_neighbors=10, metric="minkowski", p=3, algorithm="brute").fit(Z[tr], y[tr])
+    d, i = knn.kneighbors(Z[te])
+    d_ref, i_ref = ref.kneighbors(Z[te])
+    # the same neighbours (in scikit-learn's output, equal distances come in no particular order), nearest first
+    assert np.array_equal(np.sort(i, 1), np.sort(i_ref, 1)) and sorted(i[0]) == [60, *range(160, 169)]
+    assert (np.diff(d, axis=1) >= 0).all()
+    np.testing.assert_allclose(d, d_ref, rtol=1e-5)
+    np.testing.assert_array_equal(pipe.predict(X[te]), ref.predict(Z[te]))
+    np.testing.assert_array_equal(pipe.predict_proba(X[te]), ref.predict_proba(Z[te]))
+    knn.set_params(weights=C._squared_inverse)  # distance weights: scikit-learn's voting on these neighbours
+    np.testing.assert_array_equal(knn.predict(Z[te]), ref.set_params(weights=C._squared_inverse).predict(Z[te]))
+    _, i_blocks = _minkowski.kneighbors(Z[te], Z[tr], 3, block_bytes=1)  # one query row per block
+    assert np.array_equal(np.sort(i_blocks, 1), np.sort(ref.kneighbors(Z[te], n_neighbors=3)[1], 1))
+
+
+def test_cubic_knn_is_a_scikit_learn_estimator():
+    """Constructor arguments stored, fit returns self, clone()-able, in a Pipeline; other metrics and
+    ``--engine sklearn`` run stock scikit-learn."""
+    from sklearn.base import clone
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y, _ = blobs()
+    est = C.CubicKNN(n_neighbors=4, p=3, metric="minkowski", algorithm="brute")
+    assert est.get_params()["n_neighbors"] == 4 and est.fit(X, y) is est
+    twin = clone(est)
+    assert type(twin) is C.CubicKNN and twin.get_params() == est.get_params() and not hasattr(twin, "classes_")
+    assert (C.make_classifier("cubic_knn").fit(X, y).predict(X) == y).mean() > 0.8
+    stock = C.make_classifier("cubic_knn", engine="sklearn").named_steps["clf"]
+    assert type(stock) is KNeighborsClassifier and C.engine_used("cubic_knn", "sklearn") == "sklearn"
+    assert type(C.make_classifier("medium_knn").named_steps["clf"]) is KNeighborsClassifier
+    other = C.make_classifier("cubic_knn", {"p": 1}).fit(X, y)  # not p=3: scikit-learn's own search
+    ref = KNeighborsClassifier(n_neighbors=10, p=1, algorithm="brute").fit(other.named_steps["scale"].transform(X), y)
+    assert (other.predict(X) == ref.predict(other.named_steps["scale"].transform(X))).all()
+    with pytest.raises(ValueError):
+        C.CubicKNN(n_neighbors=500, p=3, algorithm="brute").fit(X, y).kneighbors(X)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -54,6 +55,28 @@ def test_backbones_lists_the_registry():
         assert str(cfg.feature_dim) in line and str(cfg.default_size) in line and cfg.preprocess in line
     rows = json.loads(run_cli("backbones", "--json").stdout)
     assert {r["name"] for r in rows} == set(bb.REGISTRY)
+
+
+def test_backbones_shows_the_default_features_size_and_layers_a_header():
+    """Issue 28: "last dim 1280" for the default backbone whose features are 3,920 (block4c_add's 80 channels
+    on a 7x7 grid at 224 px); ``backbones --layers NAME`` printed no header row."""
+    lines = run_cli("backbones").stdout.splitlines()
+    spans = [m.span() for m in re.finditer(r"-+", lines[1])]  # the columns, from the rule under the header
+
+    def cells(line):
+        return {lines[0][a:b].strip(): line[a:b].strip() for a, b in spans}
+
+    lite = cells(next(line for line in lines if line.startswith("efficientnet_lite0")))
+    assert lite["features"] == "3920" and lite["last dim"] == "1280"  # the last layer's size is still shown
+    for name in ("resnet50", "hog"):  # last@avg and a descriptor: the features are the registered size
+        assert cells(next(line for line in lines if line.startswith(name + " ")))["features"] == \
+            str(bb.REGISTRY[name].feature_dim)
+    p = run_cli("backbones", "--layers", "efficientnet_lite0", "--image-size", 64)
+    first = p.stdout.splitlines()[0].split()
+    assert p.returncode == 0 and first[0] == "layer" and "stage" in first, p.stdout[:300]
+    assert p.stdout.splitlines()[2].startswith("stem_conv")  # under the header and its rule
+    rows = json.loads(run_cli("backbones", "--layers", "efficientnet_lite0", "--image-size", 64, "--json").stdout)
+    assert rows[0] == {"layer": "stem_conv", "shape": [32, 32, 32], "stage": ""}  # the JSON as it was
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "no_classes", "unknown_file"])

@@ -138,3 +138,48 @@ def test_closed_pipe_is_quiet(tmp_path):
     p.stdout.close()  # before the command writes anything
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) in (0, 141) and "Error" not in err and "Traceback" not in err, err
+
+
+# -- what the CLI says on an interrupt and on a missing file ------------------------------------------------
+
+@pytest.mark.parametrize("argv, resumes", [
+    (["extract", "--data", "D"], "extraction resumes"),
+    (["finetune", "--data", "D", "--checkpoint-dir", "ck"], "resumes from its last checkpoint"),
+    (["finetune", "--data", "D"], None),
+    (["classify", "--cache", "c.h5"], None),
+    (["compare", "--cache", "c.h5"], None),
+    (["merge", "a.h5", "b.h5"], None),
+])
+def test_ctrl_c_says_what_fits_the_command(argv, resumes, monkeypatch):
+    """Issue 28: Ctrl-C in classify said "an extraction resumes where it stopped when run again"."""
+    import importlib
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(f"fer_features.cli.{argv[0]}"), "run", interrupted)
+    p = run_cli(*argv)
+    assert p.returncode == 130 and p.stdout == ""
+    said = p.stderr.strip().splitlines()[-1]
+    if resumes:
+        assert said.startswith("interrupted") and resumes in said, said
+    else:
+        assert said == "interrupted", said  # nothing about an extraction that is not one
+
+
+def test_a_missing_file_is_named_as_missing(tmp_path):
+    """Issue 28: ``significance a.json b.json`` on a missing file said "not a results JSON file"."""
+    c = write_cache(tmp_path / "c.h5", [0, 1, 2] * 10)
+    checks = [
+        (["significance", tmp_path / "a.json", tmp_path / "b.json"], "a.json"),
+        (["significance", tmp_path / "a.json#lda", tmp_path / "b.json"], "a.json"),
+        (["compare", "--cache", c, "--include", tmp_path / "missing.json"], "missing.json"),
+        (["classify", "--cache", c, "--test-cache", tmp_path / "missing.h5"], "missing.h5"),
+        (["classify", "--cache", tmp_path / "missing.h5"], "missing.h5"),
+        (["predict", "--model", tmp_path / "missing.skops", tmp_path / "x.png"], "missing.skops"),
+    ]
+    for argv, missing in checks:
+        p = run_cli(*argv)
+        errs = error_lines(p)
+        assert p.returncode == 2 and len(errs) == 1, (argv, p.stderr)
+        assert f"{tmp_path / missing}: no such" in errs[0] and "not a" not in errs[0], (argv, errs[0])

@@ -172,3 +172,27 @@ def test_significance_compares_two_results_and_refuses_mismatched_ones(tmp_path,
     assert main(["significance", str(tmp_path / "a.json"), str(tmp_path / "gk" / "results.json")]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
     assert len(err) == 1 and "same" in err[0]
+
+
+def test_an_interval_over_fewer_than_5_subjects_carries_a_warning(tmp_path, capsys):
+    """Issue 28: a 95 % interval of [19.7, 100.0] from 4 subjects came with no warning."""
+    four = tmp_path / "four.h5"
+    cache_with(four, n_subjects=4)
+    assert main(["classify", "--cache", str(four), "--clf", "lda", "--protocol", "loso", "--json",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    r = json.loads(out.strip().splitlines()[-1])
+    note = r["accuracy_ci_note"]
+    assert "4 subjects" in note and "fewer than 5" in note
+    assert note in out.strip().splitlines()[:-1]  # printed as a line of its own, not only in the JSON
+    assert main(["compare", "--cache", str(four), "--clf", "lda,linear_svm", "--protocol", "loso",
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().out.count(note) == 1  # once for the rows it concerns
+    six = tmp_path / "six.h5"
+    cache_with(six, n_subjects=6)
+    assert main(["classify", "--cache", str(six), "--clf", "lda", "--protocol", "loso", "--json",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy_ci_note" not in json.loads(out.strip().splitlines()[-1]) and "fewer than" not in out
+    assert S.ci_note(80, clustered(4)[1]) and S.ci_note(100, clustered(5)[1]) is None  # 5 subjects: enough
+    assert "3 images" in S.ci_note(3, None) and S.ci_note(5, None) is None  # without subjects: images

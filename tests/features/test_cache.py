@@ -109,3 +109,53 @@ def test_foreign_or_missing_files_are_rejected(tmp_path):
     junk.write_bytes(b"not hdf5")
     with pytest.raises(CacheError, match="not a complete"):
         load_cache(junk)
+
+
+def test_the_lock_file_is_removed_when_released(tmp_path):
+    """Issue 28: ``.lock`` files stayed in cache/ after every run."""
+    from fer_features.features.cache import cache_lock
+    from fer_features.features.extract import extract_dataset
+    from helpers import make_folder_dataset
+
+    cdir = tmp_path / "c"
+    with cache_lock(cdir / "x.h5"):
+        assert (cdir / "x.lock").is_file()
+    assert not list(cdir.glob("*.lock"))
+    with pytest.raises(KeyboardInterrupt), cache_lock(cdir / "x.h5"):  # released by an interrupt too
+        raise KeyboardInterrupt
+    assert not list(cdir.glob("*.lock"))
+    data = make_folder_dataset(tmp_path / "data", per_class=3, size=24)
+    out = extract_dataset(data, cache_dir=cdir, backbone="hog", image_size=32, face_crop="none",
+                          flip_average=False, progress=False)
+    assert out.is_file() and not list(cdir.glob("*.lock"))
+
+
+_LOCKER = """
+import sys, time
+from fer_features.features.cache import cache_lock
+path, count, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(rounds):
+    with cache_lock(path):
+        with open(count) as f:
+            n = int(f.read() or 0)
+        time.sleep(0.001)  # a read-modify-write that two holders at once would lose
+        with open(count, "w") as f:
+            f.write(str(n + 1))
+"""
+
+
+def test_removing_the_lock_file_keeps_the_lock_exclusive(tmp_path):
+    """Processes that open the lock file while another holds it, and find it removed once they get it, take
+    the new one: no two hold the lock at once (every increment under it survives), and no lock file is left."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT, process_env
+
+    count = tmp_path / "count"
+    count.write_text("0")
+    procs = [subprocess.Popen([sys.executable, "-c", _LOCKER, str(tmp_path / "c" / "x.h5"), str(count), "60"],
+                              cwd=ROOT, env=process_env(), stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    assert count.read_text() == "240" and not list((tmp_path / "c").glob("*.lock"))

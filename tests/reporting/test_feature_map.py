@@ -109,3 +109,33 @@ def test_compare_report_dir_writes_the_map_and_links_it(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert (tmp_path / "rep" / "feature_map.png").read_bytes()[:8] == PNG
     assert "![feature map](feature_map.png)" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_cross_dataset_map_shows_both_sets_coloured_by_set(tmp_path, monkeypatch):
+    """compare --test-cache B: the map holds A's and B's images (classes matched by name), the right panel is
+    coloured by set, and the numbers say how far the sets separate."""
+    import matplotlib.figure
+
+    small_cache(tmp_path / "a.h5")  # 36 images: angry, happy, sad
+    b = small_cache(tmp_path / "b.h5", n_subjects=2, classes=("happy", "neutral", "sad"), seed=1)  # 18 images
+    texts: list[str] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, path, *a, **k):
+        if Path(path).name == "feature_map.png":
+            texts.extend(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+        return save(fig, path, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    p = run_cli("compare", "--cache", tmp_path / "a.h5", "--test-cache", tmp_path / "b.h5", "--clf", "lda",
+                "--no-progress", "--report-dir", tmp_path / "rep")
+    assert p.returncode == 0, p.stderr[-2000:]
+    shown = "\n".join(texts)
+    assert "train: a.h5 (36)" in shown and "test: b.h5 (18)" in shown  # the set panel's legend
+    assert "coloured by set" in shown and "neutral (6)" in shown and "angry (12)" in shown and "54 images" in shown
+    line = next(x for x in p.stdout.splitlines() if x.startswith("feature map:"))
+    assert "54 of 54 images" in line and "set " in line and "other set" in line
+    info = fm.plot_feature_map(load_cache(tmp_path / "a.h5"), tmp_path / "m.png", test_cache=b, max_points=30)
+    assert info["sets"] == {"train: a.h5": 36, "test: b.h5": 18} and info["n_total"] == 54
+    assert info["n_points"] == 30 and info["set_chance"] == pytest.approx(fm.chance_agreement(np.repeat([0, 1], [20, 10])))
+    assert 0 <= info["set_agreement"] <= 1 and info["cross_set_expression_agreement"] is not None

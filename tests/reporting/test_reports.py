@@ -148,3 +148,54 @@ def test_classify_shows_progress_unless_told_not_to(tmp_path):
     assert p.returncode == 0 and "3/3" in p.stderr, p.stderr[-2000:]
     p = run_cli("classify", "--cache", c, "--clf", "lda", "--protocol", "group-kfold", "--folds", "3", "--no-progress")
     assert p.returncode == 0 and "3/3" not in p.stderr, p.stderr[-2000:]
+
+
+# -- issue 28: every protocol option in every output ---------------------------------------------------------
+def option_results(tmp_path):
+    """Results that differ in one protocol option each: subject-norm, PCA, augmentation, holdout test size,
+    the official test split, the cross-dataset pairing."""
+    a, b = cache_with(tmp_path / "a.h5", SETTINGS), cache_with(tmp_path / "b.h5", SETTINGS, n_subjects=4)
+    run = lambda **kw: ev.run(a, ["lda"], kw.pop("protocol", "loso"), progress=False, **kw)[0][0]  # noqa: E731
+    plain, norm, pca = run(), run(subject_norm="center"), run(pca=0.9)
+    holdout, cross = run(protocol="holdout", test_size=0.25), run(protocol="auto", test_cache=b)
+    aug = {**plain, "augmentation": {"augmentation": {"rotation": 10, "seed": 0}, "copies": 3, "balance": "max",
+                                     "applied_to": "training images of each fold", "augmented_train_rows": 40}}
+    official = {**plain, "protocol": "official", "test_split": "PrivateTest", "train_splits": ["Training"],
+                "protocol_description": "official split: train ['Training'] / test PrivateTest", "n_folds": 1}
+    return [plain, norm, pca, aug, holdout, official, cross]
+
+
+OPTION_TEXTS = ["subject-norm none", "subject-norm center", "PCA 0.9", "augmentation 3 copies, balance max",
+                "test size 0.25", "test split PrivateTest", "cross-dataset a.h5 -> b.h5"]
+
+
+def test_every_protocol_option_is_in_the_csv_the_tables_and_the_plot_titles(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    results = option_results(tmp_path)
+    assert len(set(R.setup_letters(results))) == len(results)  # every option makes a setup of its own
+    head = R.protocol_header(results)
+    for text in OPTION_TEXTS:
+        assert text in head, text
+    assert all(("setup" in t.splitlines()[0]) for t in (R.text_table(results), R.markdown_table(results)))
+    titles: dict[str, str] = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, path, *a, **k):
+        titles[Path(path).name] = "\n".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+        return save(fig, path, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    md = R.write_report(results, tmp_path / "rep")
+    confusions = [t for n, t in sorted(titles.items()) if n.startswith("confusion_")]
+    for text in OPTION_TEXTS:
+        assert text in md.read_text() and text in titles["accuracy_time.png"], text
+        assert sum(text in t for t in confusions) == (6 if text == "subject-norm none" else 1), text
+    with open(tmp_path / "rep" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["subject_norm"] for r in rows] == ["none", "center", "none", "none", "none", "none", "none"]
+    assert [r["pca"] for r in rows] == ["none", "none", "0.9", "none", "none", "none", "none"]
+    assert rows[3]["augment_copies"] == "3" and rows[3]["augment_balance"] == "max"
+    assert rows[0]["augment_copies"] == "0" and rows[0]["augment_balance"] == "none"
+    assert rows[4]["test_size"] == "0.25" and rows[5]["test_split"] == "PrivateTest"
+    assert (rows[6]["train_dataset"], rows[6]["test_dataset"]) == ("a.h5", "b.h5") and rows[0]["test_dataset"] == ""

@@ -12,7 +12,7 @@ from fer_features.cli import main
 from fer_features.data.formats import load_dataset
 from fer_features.evaluation.leakage import accuracy_without
 from fer_features.data.duplicates import find_duplicates, pixel_hash
-from helpers import make_folder_dataset
+from helpers import make_folder_dataset, run_cli
 
 
 def test_pixel_hash_is_about_pixels_not_files():
@@ -74,3 +74,25 @@ def test_accuracy_without_the_copies():
     assert accuracy_without(res, [])["accuracy"] == 0.5
     with pytest.raises(ValueError, match="no per-image paths"):
         accuracy_without({"classifier": "y", "predictions": {"path": ["", ""], "true": [0], "pred": [0]}}, [])
+
+
+def test_duplicates_names_every_group_and_says_one_group(tmp_path):
+    """Issue 28: "1 groups with differing labels" and no file named, with or without --list/--json."""
+    root = make_folder_dataset(tmp_path / "d", per_class=4)
+    shutil.copy(root / "happy" / "img0.png", root / "happy" / "copy_of_0.png")
+    Image.open(root / "happy" / "img2.png").save(root / "sad" / "img2_as_sad.bmp")
+    files = ("happy/copy_of_0.png", "happy/img0.png", "happy/img2.png", "sad/img2_as_sad.bmp")
+    for extra in ([], ["--list"]):
+        p = run_cli("duplicates", "--data", root, "--no-progress", *extra)
+        assert p.returncode == 0, p.stderr
+        assert "1 group with differing labels" in p.stdout and "1 groups" not in p.stdout
+        assert all(f in p.stdout for f in files), p.stdout
+        conflict = next(line for line in p.stdout.splitlines() if "sad/img2_as_sad.bmp" in line)
+        assert "happy/img2.png" in conflict and "happy" in conflict and "sad" in conflict  # its labels
+    d = json.loads(run_cli("duplicates", "--data", root, "--no-progress", "--json").stdout)
+    assert d["duplicate_groups"] == 2 and d["conflicting_groups"] == 1  # the counts as before
+    groups = sorted(d["groups"], key=lambda g: sorted(g["paths"]))
+    assert [sorted(g["paths"]) for g in groups] == [list(files[:2]), list(files[2:])]
+    assert [g["labels_differ"] for g in groups] == [False, True]
+    assert dict(zip(groups[1]["paths"], groups[1]["labels"])) == {"happy/img2.png": "happy",
+                                                                 "sad/img2_as_sad.bmp": "sad"}

@@ -159,3 +159,19 @@ def test_auto_protocol_without_subjects_warns_that_folds_are_by_image():
     assert not ev.protocol_for_cache(_Cache(True), "auto", folds=2)[2]  # group-kfold: nothing to say
     assert not ev.protocol_for_cache(_Cache(False, split=True), "auto")[2]  # the dataset's own split
     assert not any("by image" in n for n in ev.protocol_for_cache(_Cache(False), "kfold", folds=5)[2])
+
+
+def test_the_pattern_is_echoed_as_typed(tmp_path):
+    """Issue 28: the echoed --subject-pattern showed doubled backslashes (its repr)."""
+    root = own_folder(tmp_path / "own")
+    typed = r"^(?P<subject>[A-Z]{2})_\d+"
+    note = next(n for n in load_dataset(root, subject_pattern=typed).notes if "--subject-pattern" in n)
+    assert typed in note and "\\\\" not in note, note
+    for bad, says in ((r"^(?P<subject>[A-Z]{2})_\d{9}", "give no subject id"), (r"(\d+", "not a valid"),
+                      (r"(?P<subject>\.png)$", "one subject")):
+        with pytest.raises(DatasetError, match=says) as e:
+            load_dataset(root, subject_pattern=bad)
+        assert bad in str(e.value) and "\\\\" not in str(e.value), str(e.value)
+    p = run_cli("extract", "--data", root, "--subject-pattern", typed, "--backbone", "hog", "--face-crop", "none",
+                "--no-flip-average", "--image-size", 32, "--cache-dir", tmp_path / "c", "--no-progress")
+    assert p.returncode == 0 and typed in p.stderr and "\\\\" not in p.stderr, p.stderr
