@@ -1,10 +1,12 @@
 """How long a comparison will take, roughly: a per-preset cost model, for ``compare``'s estimate before it starts.
 
 Each fixed preset's seconds per fold were measured once (``python bench/compare_cost.py``: the CK+ cache of the
-default features, 882 training / 99 test rows of 3,920 features, two subject-grouped folds, one at a time, default
-engine, on a 2-core AMD EPYC with a load average of 3.5-4). Another fold scales by how the preset's work grows:
-the SVMs with the square of the training rows, the KNNs with training x test rows, LDA with the training rows x
-min(rows, features), the others with the training rows; every preset with the features. An optimizable preset
+default features, 882 training / 99 test rows of 3,920 features, two subject-grouped folds, one at a time with one
+BLAS thread as in compare's fold workers, default engine, on a 2-core AMD EPYC at a load average of 1.0). Checked
+against a whole default compare on that cache (10 folds): estimated 17 s, the command took 23 s with its start.
+Another fold scales by how the preset's work grows: the SVMs with the square of the training rows, the KNNs with
+training x test rows, LDA with the training rows x min(rows, features), the others with the training rows; every
+preset with the features. An optimizable preset
 costs its search: budget x inner folds fits of its baseline configuration on an inner training part, and the refit.
 Folds (or, with one split, presets) run ``slots`` at a time. An estimate, not a promise: another machine or load,
 harder data (an MLP's L-BFGS iterations, an SVM's support vectors) and augmentation change it.
@@ -18,10 +20,10 @@ from fer_features.classify import optimizable, presets, search
 REFERENCE = {"n_train": 882, "n_test": 99, "n_features": 3920}
 MACHINE = "a 2-core AMD EPYC"
 # seconds per fold at REFERENCE (bench/compare_cost.py); bagged_trees: the ensemble search's baseline (100 trees)
-SECONDS = {"linear_svm": 0.303, "quadratic_svm": 0.251, "cubic_svm": 0.284, "narrow_nn": 0.336, "medium_nn": 0.199,
-           "wide_nn": 0.594, "bilayered_nn": 0.159, "trilayered_nn": 0.234, "fine_knn": 0.114, "medium_knn": 0.108,
-           "coarse_knn": 0.128, "cosine_knn": 0.144, "cubic_knn": 0.109, "weighted_knn": 0.0561, "lda": 3.59,
-           "logreg": 1.08, "bagged_trees": 2.4}
+SECONDS = {"linear_svm": 0.283, "quadratic_svm": 0.268, "cubic_svm": 0.254, "narrow_nn": 0.317, "medium_nn": 0.215,
+           "wide_nn": 0.599, "bilayered_nn": 0.139, "trilayered_nn": 0.221, "fine_knn": 0.0467, "medium_knn": 0.043,
+           "coarse_knn": 0.0454, "cosine_knn": 0.0378, "cubic_knn": 0.0454, "weighted_knn": 0.0434, "lda": 0.627,
+           "logreg": 0.114, "bagged_trees": 2.02}
 
 
 def _kind(name: str) -> str:
@@ -52,7 +54,8 @@ def fold_seconds(name: str, n_train: int, n_test: int, n_features: int, *, budge
 
 
 def estimate(names: Sequence[str], folds: Sequence[tuple[int, int]], n_features: int, *, slots: int = 1,
-             budget: int = optimizable.DEFAULT_BUDGET, inner_folds: int = search.DEFAULT_INNER_FOLDS) -> dict[str, float]:
+             budget: int = optimizable.DEFAULT_BUDGET,
+             inner_folds: int = search.DEFAULT_INNER_FOLDS) -> dict[str, float]:
     """{preset: estimated seconds over ``folds`` ((training rows, test rows) per fold)}, and "total": their sum
     divided by the ``slots`` that run at once."""
     per = {n: sum(fold_seconds(n, tr, te, n_features, budget=budget, inner_folds=inner_folds) for tr, te in folds)

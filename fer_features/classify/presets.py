@@ -21,7 +21,7 @@ Classification Learner exports:
 * KNN (``fitcknn``): fine 1, medium 10, coarse 100 neighbours (Euclidean), cosine 10, cubic 10 (Minkowski
   p=3), weighted 10 with squared-inverse distance weights. With the default engine, cubic_knn's neighbours come
   from blocked numba code (``CubicKNN``): scikit-learn's neighbours and votes, at about the Euclidean presets'
-  cost instead of 100x it.
+  cost instead of 200-300x it.
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class FusedMLP(SingleThreadMLP):
 class CubicKNN(KNeighborsClassifier):
     """``KNeighborsClassifier`` whose brute-force Minkowski p=3 neighbours come from blocked numba code
     (``fer_features.classify._minkowski``): the same neighbours, votes and predictions as scikit-learn's, at
-    about the cost of the Euclidean KNNs (scikit-learn's took 100x theirs). Any other metric, p, algorithm,
+    about the cost of the Euclidean KNNs (scikit-learn's took 200-300x theirs). Any other metric, p, algorithm,
     sparse data or ``kneighbors()`` without X runs scikit-learn's own search."""
 
     def _numba(self):
@@ -104,6 +104,13 @@ class CubicKNN(KNeighborsClassifier):
         from fer_features.classify import _minkowski  # numba JIT (about 0.3 s to import): only for cubic_knn
 
         return _minkowski if _minkowski.njit is not None else None
+
+    def fit(self, X, y):
+        super().fit(X, y)
+        mod = self._numba()
+        if mod is not None:  # numba and the compiled kernels loaded now, not in the first prediction
+            mod.kneighbors(self._fit_X[:1], self._fit_X[:1], 1)
+        return self
 
     @property
     def engine_(self) -> str:

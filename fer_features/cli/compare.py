@@ -62,7 +62,7 @@ def run(a) -> int:
     print_searches(results)
     if a.report_dir:
         md = write_report(results, a.report_dir, title=f"Classifier comparison on {O.on(cache, test_cache)}")
-        print(summary_line(add_to_report(cache, a.report_dir)))
+        print(summary_line(add_to_report(cache, a.report_dir, test_cache=test_cache)))
         print(f"\nreport: {md}")  # only now: every file of the report is written
     if a.json:
         print(json.dumps(results))

@@ -139,7 +139,8 @@ def protocol_options(r: dict, width: int = 0) -> str:
 def _option_parts(r: dict) -> list[str]:
     aug = r.get("augmentation")
     opts = [f"subject-norm {r.get('subject_norm') or 'none'}", f"PCA {'none' if r.get('pca') is None else r['pca']}",
-            f"augmentation {aug['copies']} copies, balance {aug.get('balance') or 'none'}" if aug else "no augmentation"]
+            f"augmentation {aug['copies']} copies, balance {aug.get('balance') or 'none'}" if aug
+            else "no augmentation"]
     if r.get("test_size") is not None:
         opts.append(f"test size {r['test_size']}")
     if r.get("test_split"):

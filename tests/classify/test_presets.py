@@ -195,8 +195,15 @@ def test_cubic_knn_finds_scikit_learns_minkowski_3_neighbours(dtype):
     np.testing.assert_array_equal(pipe.predict_proba(X[te]), ref.predict_proba(Z[te]))
     knn.set_params(weights=C._squared_inverse)  # distance weights: scikit-learn's voting on these neighbours
     np.testing.assert_array_equal(knn.predict(Z[te]), ref.set_params(weights=C._squared_inverse).predict(Z[te]))
-    _, i_blocks = _minkowski.kneighbors(Z[te], Z[tr], 3, block_bytes=1)  # one query row per block
-    assert np.array_equal(np.sort(i_blocks, 1), np.sort(ref.kneighbors(Z[te], n_neighbors=3)[1], 1))
+    for q, t, block in ((te, tr, 1), (te[1:], tr[:-1], 2**20)):  # one query row per block; rows left from tiles
+        got = _minkowski.kneighbors(Z[q], Z[t], 3, block_bytes=block)[1]
+        want = KNeighborsClassifier(3, metric="minkowski", p=3, algorithm="brute").fit(Z[t], y[t]).kneighbors(Z[q])[1]
+        assert np.array_equal(np.sort(got, 1), np.sort(want, 1))
+    big = (rng.normal(size=(40, 6)) * 1e13).astype(dtype)  # float32 sums overflow: summed again in float64
+    got = _minkowski.kneighbors(big[:10], big[10:], 4)[1]
+    big = big.astype(np.float64)  # (scikit-learn's own float32 sums overflow here)
+    ref = KNeighborsClassifier(4, metric="minkowski", p=3, algorithm="brute").fit(big[10:], y[10:40])
+    assert np.array_equal(got, ref.kneighbors(big[:10])[1])
 
 
 def test_cubic_knn_is_a_scikit_learn_estimator():

@@ -26,7 +26,7 @@ def test_the_cost_model_grows_with_the_work():
     grows with the test rows; cubic_knn costs about what the Euclidean KNNs cost."""
     for name in NAMES:
         small, big = cost.fold_seconds(name, 500, 50, 1000), cost.fold_seconds(name, 1000, 50, 1000)
-        assert 0 < small < big and big < cost.fold_seconds(name, 1000, 50, 2000), name
+        assert 0 < small < big < cost.fold_seconds(name, 1000, 50, 2000), name
     assert cost.fold_seconds("medium_knn", 900, 200, 3920) > 1.9 * cost.fold_seconds("medium_knn", 900, 100, 3920)
     assert cost.fold_seconds("cubic_knn", 900, 100, 3920) < 2 * cost.fold_seconds("medium_knn", 900, 100, 3920)
     one = cost.estimate(["lda"], [(900, 100)] * 10, 3920)
