@@ -225,6 +225,17 @@ def _load_kdef(root: Path, shown: object, images: list[str], frontal_only: bool)
     return Dataset("kdef", root, records, options=options, ignored=ignored)
 
 
+def as_dataset(data, format: str = "auto", *, frontal_only: bool = False, subject_pattern: str | None = None,
+               label_map: LabelMapSpec = None, allow_new_labels: bool = False) -> Dataset:
+    """``data`` as a listed ``Dataset``: a path is loaded (``load_dataset``); a ``Dataset`` gets the label map and
+    the subject pattern applied, as loading would."""
+    if not isinstance(data, Dataset):
+        return load_dataset(data, format, frontal_only=frontal_only, subject_pattern=subject_pattern,
+                            label_map=label_map, allow_new_labels=allow_new_labels)
+    ds = check_labels(data, label_map, allow_new_labels) if label_map else data
+    return apply_subject_pattern(ds, subject_pattern, ds.root) if subject_pattern else ds
+
+
 def load_dataset(path: str | os.PathLike, format: str = "auto", *,
                  frontal_only: bool = False, subject_pattern: str | None = None,
                  label_map: LabelMapSpec = None, allow_new_labels: bool = False) -> Dataset:

@@ -20,11 +20,9 @@ from tqdm import tqdm
 
 from fer_features import backbones as bb
 from fer_features.backbones import device
-from fer_features.data.datasets import Dataset, dataset_stem
+from fer_features.data.datasets import dataset_stem
 from fer_features.data.faces import DEFAULT_FACE_CROP, DEFAULT_FACE_MARGIN
-from fer_features.data.formats import load_dataset
-from fer_features.data.labels import check_labels
-from fer_features.data.subjects import apply_subject_pattern
+from fer_features.data.formats import as_dataset
 from fer_features.errors import ExtractionError, ImageReadError, Terminated
 from fer_features.features.cache import (
     cache_filename,
@@ -138,15 +136,8 @@ def extract_dataset(data, format: str = "auto", *, cache_dir: str | Path | None 
     instead of computed, besides the cache folder itself (``features/reuse.py``).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if isinstance(data, Dataset):
-        ds = data
-        if label_map:
-            ds = check_labels(ds, label_map, allow_new_labels)
-        if subject_pattern:
-            ds = apply_subject_pattern(ds, subject_pattern, ds.root)
-    else:
-        ds = load_dataset(data, format, frontal_only=frontal_only, subject_pattern=subject_pattern,
-                          label_map=label_map, allow_new_labels=allow_new_labels)
+    ds = as_dataset(data, format, frontal_only=frontal_only, subject_pattern=subject_pattern, label_map=label_map,
+                    allow_new_labels=allow_new_labels)
     if spec is None:  # the door: every option resolved and checked once, read downstream
         spec = ExtractionSpec.build(backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
                                     layer=layer, preprocess=preprocess, face_crop=face_crop, face_margin=face_margin,

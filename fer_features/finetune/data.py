@@ -10,10 +10,7 @@ from tqdm import tqdm
 
 from fer_features.backbones import device
 from fer_features.backbones.device import keras_backend
-from fer_features.data.datasets import Dataset
-from fer_features.data.formats import load_dataset
-from fer_features.data.labels import check_labels
-from fer_features.data.subjects import apply_subject_pattern
+from fer_features.data.formats import as_dataset
 from fer_features.features.augment import AugmentConfig
 from fer_features.finetune.config import FinetuneConfig, preprocessor
 
@@ -91,15 +88,8 @@ def _validation_split(y: np.ndarray, groups: np.ndarray | None, fraction: float,
 def load_images(data, cfg: FinetuneConfig, format: str = "auto", progress: bool = True,
                 subject_pattern: str | None = None, label_map=None, allow_new_labels: bool = False):
     """(dataset, uint8 images N x S x S x 3) through the same preprocessing as extract."""
-    if isinstance(data, Dataset):
-        ds = data
-        if label_map:
-            ds = check_labels(ds, label_map, allow_new_labels)
-        if subject_pattern:
-            ds = apply_subject_pattern(ds, subject_pattern, ds.root)
-    else:
-        ds = load_dataset(data, format, subject_pattern=subject_pattern, label_map=label_map,
-                          allow_new_labels=allow_new_labels)
+    ds = as_dataset(data, format, subject_pattern=subject_pattern, label_map=label_map,
+                    allow_new_labels=allow_new_labels)
     ds.require_classes()
     prep = preprocessor(cfg.extraction())
     it = range(len(ds))
