@@ -57,9 +57,11 @@ def run_fold(pipe, X, y, tr, te, norm: SubjectNorm | None, name: str, engine: st
         pipe.fit(Xtr, y[tr], **_fit_params(pipe, tr, meta))
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
-    pred = pipe.predict(Xte)
-    pred_s = time.perf_counter() - t
-    proba = pipe.predict_proba(Xte) if hasattr(pipe, "predict_proba") else None
+    with warnings.catch_warnings():  # sklearnex in a Dask worker thread: "'Threading' parallel backend is not
+        warnings.filterwarnings("ignore", message=".*'Threading' parallel backend", category=UserWarning)  # supported"
+        pred = pipe.predict(Xte)
+        pred_s = time.perf_counter() - t
+        proba = pipe.predict_proba(Xte) if hasattr(pipe, "predict_proba") else None
     search = pipe.search_record() if hasattr(pipe, "search_record") else None
     return FoldOutcome(pred, fit_s, pred_s, fb, clfs.fitted_engine(pipe, name, engine), proba, search)
 
