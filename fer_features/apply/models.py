@@ -14,7 +14,6 @@ import numpy as np
 from fer_features.data.preprocess import Preprocessor
 from fer_features.errors import ModelError
 from fer_features.features.extractor import FeatureExtractor
-from fer_features.features.spec import EXTRACTION_KEYS, cache_options  # noqa: F401  (their old home)
 from fer_features.finetune.config import preprocessor
 from fer_features.finetune.keras_io import load_keras
 from fer_features.finetune.training import predict_proba

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -108,10 +108,3 @@ def _result(outs: list[FoldOutcome], wall: float, y, label_names, classifier: st
         res["search"] = search.search_result([o.search for o in outs], pipe)
     res.update(duplicates or {})
     return res
-
-
-def describe_classifier(name: str) -> dict[str, Any]:
-    return registry.describe(name)  # the registry's; kept under its old name for callers of evaluation.run
-
-
-check_classifier = registry.check  # likewise

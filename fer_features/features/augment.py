@@ -24,7 +24,7 @@ from fer_features.data.formats import load_dataset
 from fer_features.errors import AugmentError, DatasetError
 from fer_features.features.cache import cache_lock
 from fer_features.features.extractor import FeatureExtractor
-from fer_features.features.spec import cache_options
+from fer_features.features.spec import ExtractionSpec
 
 AUGMENT_HELP = ("augmentation ranges as NAME=VALUE,... (rotation degrees, shift and zoom as fractions, shear "
                 "degrees, stretch fraction, brightness fraction, flip 0/1), or 'default' (the seed papers': "
@@ -217,7 +217,7 @@ class AugmentStore:
         if ds.fingerprint() != fp and (None in rows or ds.subset(rows).fingerprint() != fp):  # or a subset
             raise AugmentError(f"{root}: the dataset changed since {Path(self.cache.path).name} was made; "
                                "re-run extract")
-        ext = FeatureExtractor(**cache_options(self.cache), batch_size=self.batch_size).fit()
+        ext = FeatureExtractor.from_spec(ExtractionSpec.from_cache(self.cache), batch_size=self.batch_size).fit()
         return ext, ds, rows
 
     def _extract(self, missing: list[tuple[int, int]]) -> None:

@@ -188,8 +188,11 @@ def _plan(ds, settings: dict, path: Path, reuse_from: Sequence[str | Path]) -> t
     contents = ds.content_ids()
     index = ReuseIndex.scan([path.parent, *reuse_from], settings, exclude=path)
     first: dict[str, int] = {}
-    dup_of = {i: first.setdefault(c, i) for i, c in enumerate(contents)}
-    dup_of = {i: j for i, j in dup_of.items() if j != i and not contents[i].startswith(("bad:", "missing"))}
+    dup_of: dict[int, int] = {}
+    for i, c in enumerate(contents):
+        j = first.setdefault(c, i)
+        if j != i and not c.startswith(("bad:", "missing")):
+            dup_of[i] = j
     return contents, index, dup_of
 
 
@@ -201,16 +204,15 @@ def _extract_into(path: Path, key: str, settings: dict, ds, ext: FeatureExtracto
     t0 = time.perf_counter()
     contents, index, dup_of = _plan(ds, settings, path, reuse_from)
     n = len(ds)
-    to_compute = [i for i in range(n) if contents[i] not in index and i not in dup_of]
     t_build, on = 0.0, "no network: every row reused"
-    if to_compute or not len(index):
+    if any(contents[i] not in index and i not in dup_of for i in range(n)):  # else the index holds every row
         t_build = time.perf_counter()
         ext.fit()
         t_build = time.perf_counter() - t_build
         on = "CPU" if ext.spec_.backbone.classical else device.describe()
         if on.startswith("tensorflow") and (clash := device.tensorflow_conflict()):
             warnings.warn(clash, UserWarning, stacklevel=2)
-    dim = ext.n_features_out_ if hasattr(ext, "n_features_out_") else int(index.rows([next(iter(index.where))])[0].shape[1])
+    dim = ext.n_features_out_ if hasattr(ext, "n_features_out_") else index.dim
     label_names = list(ds.label_names)
     label_index = {n: i for i, n in enumerate(label_names)}
     for note in ds.notes:  # where subject ids came from (or why there are none)

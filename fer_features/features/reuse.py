@@ -67,6 +67,12 @@ class ReuseIndex:
     def __len__(self) -> int:
         return len(self.where)
 
+    @property
+    def dim(self) -> int:
+        """The features' width (every source has the same: the same feature settings)."""
+        with h5py.File(self.files[0], "r") as h:
+            return int(h["features"].shape[1])
+
     def rows(self, contents: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(features, face_found) of ``contents`` (every one in the index), in their order."""
         feats, found = [None] * len(contents), np.zeros(len(contents), dtype=np.int8)

@@ -5,7 +5,7 @@ saved model or augmentation needs to embed new images alike). Everything downstr
 file name (``settings``), the model build and the preprocessing (``FeatureExtractor``), results' ``features``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,6 @@ class ExtractionSpec:
     @property
     def random_weights(self) -> bool:
         return self.weights == "random"
-
-    def with_backbone_file(self, path: str) -> ExtractionSpec:
-        return replace(self, backbone=bb.resolve(path))
 
     def options(self) -> dict[str, Any]:
         """The options that rebuild this spec (``FeatureExtractor(**options)``): what a saved model records."""
